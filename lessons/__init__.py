@@ -1,0 +1,1 @@
+"""Efficient vision transformers from scratch: the package behind the book."""
