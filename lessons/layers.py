@@ -1,0 +1,395 @@
+"""Building blocks shared by every family in the book.
+
+One place for each idea: a block that two families use lives here, and the family modules import it.
+The foundations chapter builds each of these from scratch and checks it against this file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ActLayer = Callable[[], nn.Module]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Primitives: the arithmetic every block is made of
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` without losing more than 10% (MobileNetV2's rule).
+
+    Source: the official MobileNetV2/MobileNetV3 code (``_make_divisible``), used by cvnets, timm and TopFormer.
+    Hardware likes channel counts that are multiples of 8.
+    """
+    min_value = min_value or divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < round_limit * value:  # never round down by more than 10%
+        new_value += divisor
+    return new_value
+
+
+def conv2d_as_matmul(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1, padding: int = 0
+) -> torch.Tensor:
+    """A convolution written as unfold -> matrix multiply -> fold (im2col), equal to ``F.conv2d`` (groups=1).
+
+    ``unfold`` copies every k x k window into a column; one matrix multiply with the flattened kernels then computes
+    every output pixel at once; reshaping the result is the "fold" back into a feature map.
+    """
+    batch, in_chs, height, width = x.shape
+    out_chs, kernel_in_chs, kh, kw = weight.shape
+    if kernel_in_chs != in_chs:
+        raise ValueError(f"weight expects {kernel_in_chs} input channels but x has {in_chs}")
+    out_h = (height + 2 * padding - kh) // stride + 1
+    out_w = (width + 2 * padding - kw) // stride + 1
+    columns = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # [B, C*kh*kw, L]
+    out = weight.reshape(out_chs, -1) @ columns  # [B, out_chs, L]
+    if bias is not None:
+        out = out + bias[:, None]
+    return out.reshape(batch, out_chs, out_h, out_w)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Scaled dot-product attention, softmax(q k^T * scale) v (Vaswani et al. 2017, Eq. 1), written out.
+
+    ``scale`` defaults to 1/sqrt(d). Equal to ``F.scaled_dot_product_attention``, which the blocks below use
+    because it is faster; this explicit form is the one to read.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    weights = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
+    return weights @ v
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """ReLU6(x + 3) / 6: the piecewise-linear sigmoid of MobileNetV3 (§5.2), used as a gate by TopFormer and SeaFormer.
+
+    Equal to ``F.hardsigmoid``; named here because the papers say "sigmoid" while their code uses this.
+    """
+    return F.relu6(x + 3.0) / 6.0
+
+
+class HardSigmoid(nn.Module):
+    """Module form of :func:`hard_sigmoid`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return hard_sigmoid(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Convolutional blocks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d -> BatchNorm2d -> activation, the unit every mobile network is built from.
+
+    ``act_layer=None`` gives a linear (no activation) output, as in MobileNetV2's projection (§3.2, "linear
+    bottlenecks"). The conv has no bias when a norm follows, because the norm's shift would cancel it.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        norm: bool = True,
+        act_layer: ActLayer | None = nn.ReLU,
+        bias: bool | None = None,
+    ) -> None:
+        super().__init__()
+        for label, value in (("in_chs", in_chs), ("out_chs", out_chs), ("groups", groups)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        if in_chs % groups or out_chs % groups:
+            raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
+        padding = dilation * (kernel_size - 1) // 2  # "same" padding for odd kernels
+        self.conv = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups,
+            bias=(not norm) if bias is None else bias,
+        )
+        self.bn = nn.BatchNorm2d(out_chs) if norm else nn.Identity()
+        self.act = act_layer() if act_layer is not None else nn.Identity()
+
+
+class InvertedResidual(nn.Module):
+    """The MobileNetV2 block ("MV2"; Sandler et al. 2018, §3.3 and Table 1).
+
+    expand (1x1 conv, ``expand_ratio`` times wider) -> depthwise k x k conv (the only spatial mixing, stride here)
+    -> project back with a *linear* 1x1 conv; a residual connection when the shape is kept. The expansion is skipped
+    when ``expand_ratio == 1`` as in the official code.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        expand_ratio: float = 4.0,
+        kernel_size: int = 3,
+        act_layer: ActLayer = nn.ReLU6,
+        hidden_chs: int | None = None,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+        if expand_ratio <= 0:
+            raise ValueError(f"expand_ratio must be positive, got {expand_ratio!r}")
+        self.use_residual = stride == 1 and in_chs == out_chs
+        if expand_ratio == 1:
+            hidden_chs = in_chs
+            self.expand = nn.Identity()
+        else:
+            hidden_chs = hidden_chs or make_divisible(round(in_chs * expand_ratio), 8)
+            self.expand = ConvNormAct(in_chs, hidden_chs, 1, act_layer=act_layer)
+        self.depthwise = ConvNormAct(hidden_chs, hidden_chs, kernel_size, stride, groups=hidden_chs, act_layer=act_layer)
+        self.project = ConvNormAct(hidden_chs, out_chs, 1, act_layer=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return x + out if self.use_residual else out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Transformer blocks (tokens laid out as [batch, tokens, channels])
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention (Vaswani et al. 2017, §3.2.2) on tokens ``[B, N, C]``.
+
+    One linear layer makes q, k and v for every head at once; each head attends with
+    softmax(q k^T / sqrt(d)) v; the heads are concatenated and projected back to ``dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if head_dim is None:
+            if num_heads < 1 or dim % num_heads:
+                raise ValueError(f"num_heads={num_heads} must be positive and divide dim={dim}")
+            head_dim = dim // num_heads
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(num_heads * head_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        # [B, N, 3*H*D] -> three tensors of [B, H, N, D]
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim)
+        return self.proj_drop(self.proj(out))
+
+
+class Mlp(nn.Module):
+    """The transformer's feed-forward network: Linear -> activation -> Linear, applied to every token alike."""
+
+    def __init__(
+        self, dim: int, hidden_dim: int, act_layer: ActLayer = nn.GELU, drop: float = 0.0, out_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class ConvMlp(nn.Module):
+    """The same feed-forward network on a feature map ``[B, C, H, W]``: 1x1 conv -> activation -> 1x1 conv."""
+
+    def __init__(
+        self, dim: int, hidden_dim: int, act_layer: ActLayer = nn.GELU, drop: float = 0.0, out_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden_dim, out_dim or dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, drop a residual branch for a whole sample.
+
+    Surviving samples are scaled by 1/keep so the expected output is unchanged; at evaluation it is the identity.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob!r}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class LayerScale(nn.Module):
+    """A learnable per-channel scale on a residual branch, initialised small (Touvron et al. 2021, CaiT §2.1).
+
+    ``channel_dim`` says where the channels are: -1 for tokens ``[B, N, C]``, 1 for feature maps ``[B, C, H, W]``.
+    """
+
+    def __init__(self, dim: int, init_value: float = 1e-5, channel_dim: int = -1) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), float(init_value)))
+        self.channel_dim = channel_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channel_dim == -1:
+            return x * self.scale
+        shape = [1] * x.ndim
+        shape[self.channel_dim] = -1
+        return x * self.scale.view(shape)
+
+
+class TransformerEncoderLayer(nn.Module):
+    """A pre-norm transformer layer (ViT, Dosovitskiy et al. 2021, Eq. 2-3).
+
+    x = x + Attention(LayerNorm(x)); x = x + MLP(LayerNorm(x)). Tokens are ``[B, N, C]``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        act_layer: ActLayer = nn.GELU,
+        attn_drop: float = 0.0,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = MultiHeadSelfAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def drop_path_rates(total: float, depth: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``total`` over ``depth`` blocks (DeiT, timm, PoolFormer)."""
+    if depth < 1:
+        return []
+    if depth == 1:
+        return [0.0]
+    return [total * i / (depth - 1) for i in range(depth)]
+
+
+def output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    """Spatial size after a conv or pool: floor((size + 2*padding - kernel) / stride) + 1."""
+    return math.floor((size + 2 * padding - kernel_size) / stride) + 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# BatchNorm-based blocks of the mobile segmentation transformers (TopFormer, SeaFormer, PP-MobileSeg)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ConvBN(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d, *no* activation: the official ``Conv2d_BN`` of TopFormer and SeaFormer.
+
+    Source: hustvl/TopFormer ``mmseg/models/backbones/topformer.py`` (``Conv2d_BN``; same class in fudan-zvg/SeaFormer).
+    These models use BatchNorm instead of LayerNorm even inside the transformer, so every linear map is a 1x1 conv
+    followed by a BN that folds into the conv at inference time. ``bn_weight_init=0`` starts the BN's scale at zero,
+    as the official code does for the last projection of a residual branch: the branch then outputs zero at
+    initialisation and the block starts as the identity.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        bn_weight_init: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for label, value in (("in_chs", in_chs), ("out_chs", out_chs), ("groups", groups)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        if in_chs % groups or out_chs % groups:
+            raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
+        padding = dilation * (kernel_size - 1) // 2  # "same" padding for odd kernels, as the official pad=ks//2
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups,
+                              bias=False)  # the BN's shift would cancel a bias
+        self.bn = nn.BatchNorm2d(out_chs)
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)
+
+
+class DepthwiseConvMlp(nn.Module):
+    """The feed-forward network of TopFormer/SeaFormer on a feature map: 1x1 ConvBN -> depthwise 3x3 conv (with
+    bias) -> activation -> 1x1 ConvBN.
+
+    Source: hustvl/TopFormer ``topformer.py`` (``Mlp``; the same in SeaFormer's ``seaformer.py``). Compared with
+    :class:`ConvMlp`, the depthwise 3x3 conv between the two 1x1 convs lets the "MLP" mix neighbouring tokens, which
+    gives the transformer a sense of position without positional embeddings.
+    """
+
+    def __init__(
+        self, dim: int, hidden_dim: int, act_layer: ActLayer = nn.ReLU6, drop: float = 0.0, out_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        self.fc1 = ConvBN(dim, hidden_dim)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias=True)  # official: bias=True
+        self.act = act_layer()
+        self.fc2 = ConvBN(hidden_dim, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.dwconv(self.fc1(x))))
+        return self.drop(self.fc2(x))
+
+
+def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of a feature map ``[B, C, H, W]`` to ``size = (H', W')`` (``align_corners=False``).
+
+    Source: the ``F.interpolate(..., mode='bilinear', align_corners=False)`` calls with which TopFormer's injection
+    module, SeaFormer's fusion block and their heads bring a coarse map to a finer one (mmseg's ``resize``).
+    Resizing to the same size returns the input values unchanged.
+    """
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (height, width) of positive ints, got {size!r}")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,293 @@
+"""MobileViT (Mehta & Rastegari, ICLR 2022, arXiv 2110.02178): a transformer used as a convolution.
+
+A MobileViT block sees a feature map the way a convolution does, but mixes information globally: it unfolds the map
+into non-overlapping p x p patches, lets each pixel position attend to the same position in every other patch, and
+folds the result back. Stacked between MobileNetV2 blocks it gives a light network with a global receptive field.
+
+Configurations follow the official cvnets config (``cvnets/models/classification/config/mobilevit.py``) and timm's
+``mobilevit_xxs/xs/s``; :func:`checkpoint_filter_timm` copies timm's weights into this model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ConvNormAct, InvertedResidual, TransformerEncoderLayer, drop_path_rates
+from .registry import register_model
+from .timm_convert import register_timm_converter
+
+# --------------------------------------------------------------------------------------------------------------------
+# Unfold and fold (paper §3.1, Fig. 1b): a feature map <-> P sequences of N patches
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def unfold_patches(x: torch.Tensor, patch_h: int, patch_w: int) -> torch.Tensor:
+    """[B, d, H, W] -> [B*P, N, d] with P = patch_h*patch_w pixels per patch and N = HW/P patches (paper §3.1).
+
+    Sequence ``p`` holds pixel position ``p`` of every patch, so attention over a sequence mixes pixels that sit at
+    the same place in different patches: X_U in R^{P x N x d}. H and W must be multiples of the patch size.
+    """
+    batch, dim, height, width = x.shape
+    if height % patch_h or width % patch_w:
+        raise ValueError(f"feature map {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}")
+    n_h, n_w = height // patch_h, width // patch_w
+    x = x.reshape(batch, dim, n_h, patch_h, n_w, patch_w)
+    # -> [B, patch_h, patch_w, n_h, n_w, d]: pixel position first, then patch index, then channels
+    x = x.permute(0, 3, 5, 2, 4, 1)
+    return x.reshape(batch * patch_h * patch_w, n_h * n_w, dim)
+
+
+def fold_patches(x: torch.Tensor, batch: int, height: int, width: int, patch_h: int, patch_w: int) -> torch.Tensor:
+    """The inverse of :func:`unfold_patches`: [B*P, N, d] -> [B, d, H, W] (paper §3.1, "fold")."""
+    n_h, n_w = height // patch_h, width // patch_w
+    dim = x.shape[-1]
+    x = x.reshape(batch, patch_h, patch_w, n_h, n_w, dim)
+    x = x.permute(0, 5, 3, 1, 4, 2)  # -> [B, d, n_h, patch_h, n_w, patch_w]
+    return x.reshape(batch, dim, height, width)
+
+
+class MobileViTBlock(nn.Module):
+    """The MobileViT block (paper §3.1, Fig. 1b).
+
+    local representation: n x n conv (C -> C) then 1x1 conv (C -> d, linear)
+    global representation: unfold into patches, L transformer layers across patches, LayerNorm, fold
+    fusion: 1x1 conv (d -> C), concatenate with the block's input, n x n conv (2C -> C).
+
+    A feature map whose sides are not multiples of the patch size is resized (bilinear) up to the next multiple
+    before unfolding and back after folding, as the official code does.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        transformer_dim: int,
+        depth: int,
+        patch_size: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        kernel_size: int = 3,
+        act_layer: type[nn.Module] = nn.SiLU,
+        attn_drop: float = 0.0,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        if transformer_dim % num_heads:
+            raise ValueError(f"transformer_dim={transformer_dim} must be divisible by num_heads={num_heads}")
+        self.patch_size = patch_size
+        self.local_rep = ConvNormAct(channels, channels, kernel_size, act_layer=act_layer)
+        self.to_tokens = nn.Conv2d(channels, transformer_dim, 1, bias=False)
+        self.transformer = nn.Sequential(*[
+            TransformerEncoderLayer(
+                transformer_dim, num_heads, mlp_ratio, qkv_bias=True, act_layer=act_layer,
+                attn_drop=attn_drop, drop=drop, drop_path=drop_path,
+            )
+            for _ in range(depth)
+        ])
+        self.norm = nn.LayerNorm(transformer_dim)
+        self.from_tokens = ConvNormAct(transformer_dim, channels, 1, act_layer=act_layer)
+        self.fusion = ConvNormAct(2 * channels, channels, kernel_size, act_layer=act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        y = self.to_tokens(self.local_rep(x))
+
+        batch, _, height, width = y.shape
+        p = self.patch_size
+        new_h, new_w = math.ceil(height / p) * p, math.ceil(width / p) * p
+        resized = (new_h, new_w) != (height, width)
+        if resized:  # the official code resizes rather than pads, so attention needs no mask
+            y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
+
+        tokens = self.norm(self.transformer(unfold_patches(y, p, p)))
+        y = fold_patches(tokens, batch, new_h, new_w, p, p)
+
+        if resized:
+            y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
+        return self.fusion(torch.cat((shortcut, self.from_tokens(y)), dim=1))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The network (paper Table 4 / Fig. 1b; official config/mobilevit.py)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MobileViTConfig:
+    """A MobileViT variant. Stages 1-2 are MV2 blocks; stages 3-5 are one strided MV2 block + a MobileViT block."""
+
+    name: str
+    mv2_expansion: float  # 2 for XXS, 4 otherwise (paper §4.1)
+    mv2_channels: tuple[int, int]  # outputs of stage 1 (one block) and stage 2 (three blocks)
+    vit_channels: tuple[int, int, int]  # C of stages 3, 4, 5 (32x32, 16x16, 8x8 at 256x256 input)
+    transformer_dims: tuple[int, int, int]  # d of the MobileViT block in stages 3, 4, 5
+    final_channels: int  # the 1x1 conv before pooling: min(4 * C5, 960) in cvnets
+    transformer_depths: tuple[int, int, int] = (2, 4, 3)  # L (paper Fig. 1b)
+    patch_sizes: tuple[int, int, int] = (2, 2, 2)  # h = w = 2 (paper §4.1); (8, 4, 2) is the paper's config-B
+    stem_channels: int = 16
+    num_heads: int = 4  # cvnets yaml `number_heads: 4`
+    mlp_ratio: float = 2.0  # ffn_dim = 2 d
+    stage2_blocks: int = 3
+
+    def __post_init__(self) -> None:
+        for label, values, length in (
+            ("mv2_channels", self.mv2_channels, 2), ("vit_channels", self.vit_channels, 3),
+            ("transformer_dims", self.transformer_dims, 3), ("transformer_depths", self.transformer_depths, 3),
+            ("patch_sizes", self.patch_sizes, 3),
+        ):
+            if len(values) != length or not all(isinstance(v, int) and v > 0 for v in values):
+                raise ValueError(f"{label} must be {length} positive ints, got {values!r}")
+        for dim in self.transformer_dims:
+            if dim % self.num_heads:
+                raise ValueError(f"transformer dim {dim} is not divisible by num_heads={self.num_heads}")
+        if self.mv2_expansion <= 0:
+            raise ValueError(f"mv2_expansion must be positive, got {self.mv2_expansion!r}")
+
+
+MOBILEVIT_CONFIGS: dict[str, MobileViTConfig] = {
+    "xxs": MobileViTConfig("xxs", 2.0, (16, 24), (48, 64, 80), (64, 80, 96), 320),
+    "xs": MobileViTConfig("xs", 4.0, (32, 48), (64, 80, 96), (96, 120, 144), 384),
+    "s": MobileViTConfig("s", 4.0, (32, 64), (96, 128, 160), (144, 192, 240), 640),
+}
+
+
+class MobileViT(nn.Module):
+    """MobileViT for image classification: stem, five stages (output strides 2 .. 32), 1x1 conv, pool, linear."""
+
+    def __init__(
+        self, config: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        self.config = config
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        act = nn.SiLU  # Swish everywhere (paper §4.1)
+
+        def mv2(cin: int, cout: int, stride: int) -> InvertedResidual:
+            return InvertedResidual(cin, cout, stride, config.mv2_expansion, act_layer=act)
+
+        self.stem = ConvNormAct(in_chans, config.stem_channels, 3, stride=2, act_layer=act)
+        c1, c2 = config.mv2_channels
+        stages: list[nn.Module] = [
+            nn.Sequential(mv2(config.stem_channels, c1, 1)),
+            nn.Sequential(mv2(c1, c2, 2), *[mv2(c2, c2, 1) for _ in range(config.stage2_blocks - 1)]),
+        ]
+        in_chs = c2
+        # stochastic depth rising linearly over the three MobileViT blocks (0 by default, as in timm)
+        rates = drop_path_rates(drop_path_rate, 3)
+        for chs, dim, depth, patch, rate in zip(
+            config.vit_channels, config.transformer_dims, config.transformer_depths, config.patch_sizes, rates
+        ):
+            vit = MobileViTBlock(
+                chs, dim, depth, patch, config.num_heads, config.mlp_ratio, act_layer=act, drop_path=rate
+            )
+            stages.append(nn.Sequential(mv2(in_chs, chs, 2), vit))
+            in_chs = chs
+        self.stages = nn.Sequential(*stages)
+        self.final_conv = ConvNormAct(in_chs, config.final_channels, 1, act_layer=act)
+        self.num_features = config.final_channels
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(config.final_channels, num_classes) if num_classes else nn.Identity()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage: output strides 2, 4, 8, 16, 32 (stem included in the first)."""
+        self._check_input(x)
+        outs = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk: image -> final feature map [B, final_channels, H/32, W/32]."""
+        return self.final_conv(self.forward_stages(x)[-1])
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool, dropout, linear classifier."""
+        x = self.head_drop(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create(variant: str, patch_sizes: tuple[int, int, int] | None = None, **kwargs) -> MobileViT:
+    config = MOBILEVIT_CONFIGS[variant]
+    if patch_sizes is not None:
+        config = replace(config, patch_sizes=tuple(patch_sizes))
+    return MobileViT(config, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Weights from timm (ByobNet layout) -> ours
+# --------------------------------------------------------------------------------------------------------------------
+
+_TIMM_RENAMES = (
+    ("conv1_1x1.", "expand."),
+    ("conv2_kxk.", "depthwise."),
+    ("conv3_1x1.", "project."),
+    ("conv_kxk.", "local_rep."),
+    ("conv_1x1.", "to_tokens."),
+    ("conv_proj.", "from_tokens."),
+    ("conv_fusion.", "fusion."),
+    ("head.fc.", "fc."),
+)
+
+
+def checkpoint_filter_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename timm ``mobilevit_*`` weights to this module's names; the tensors themselves are unchanged."""
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in _TIMM_RENAMES:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+register_timm_converter(("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), checkpoint_filter_timm)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Named variants
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@register_model
+def mobilevit_xxs(**kwargs) -> MobileViT:
+    """MobileViT-XXS: 1.3M parameters (paper Table 4 / §4.1)."""
+    return _create("xxs", **kwargs)
+
+
+@register_model
+def mobilevit_xs(**kwargs) -> MobileViT:
+    """MobileViT-XS: 2.3M parameters."""
+    return _create("xs", **kwargs)
+
+
+@register_model
+def mobilevit_s(**kwargs) -> MobileViT:
+    """MobileViT-S: 5.6M parameters."""
+    return _create("s", **kwargs)
