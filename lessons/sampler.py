@@ -269,7 +269,9 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
         if isinstance(rank, bool) or not isinstance(rank, int):
             raise TypeError(f"rank must be an int in [0, num_replicas), got {type(rank).__name__} {rank!r}")
         if not 0 <= rank < self.num_replicas:
-            raise ValueError(f"rank must be in [0, {self.num_replicas - 1}] for num_replicas={self.num_replicas}, got {rank}")
+            raise ValueError(
+                f"rank must be in [0, {self.num_replicas - 1}] for num_replicas={self.num_replicas}, got {rank}"
+            )
         self.rank = rank
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
@@ -294,7 +296,7 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
         # A separate generator for sizes, seeded from (seed, epoch) through a string: Python hashes str seeds with
         # SHA-512, so the stream is the same in every process (PYTHONHASHSEED does not touch it) and independent of
         # the torch generator that shuffles the indices.
-        rng = random.Random(f"multi-scale-sizes:{self.seed}:{self.epoch}:{self.rank}")
+        rng = random.Random(f"multi-scale-sizes:{self.seed}:{self.epoch}")
         steps: list[tuple[int, int, int]] = []
         consumed = 0
         while consumed < self.samples_per_rank:

@@ -1,7 +1,8 @@
 """One rank of the distributed test of ``lessons.sampler.MultiScaleBatchSampler`` (paper §3.2 under DDP).
 
 Launched by ``tests/test_sampler.py`` as
-``python -m torch.distributed.run --nproc_per_node=2 --master_addr 127.0.0.1 --master_port P tests/ddp_sampler_worker.py``
+``python -m torch.distributed.run --nproc_per_node=2 --master_addr 127.0.0.1 --master_port P``
+``tests/ddp_sampler_worker.py``
 (gloo on CPU, loopback only). Each rank trains a tiny ``DistributedDataParallel`` model for two epochs through a real
 ``DataLoader(batch_sampler=...)`` -- every step all-reduces gradients, so ranks with unequal step counts would hang
 here -- and records, per step, the batch's size and the dataset indices it held. Rank 0 gathers all records with
@@ -84,7 +85,7 @@ def check_records(
                 # Full batches everywhere; only the last step of the epoch may hold what is left of the share.
                 full_or_tail = got == table[size] or (t == counts[0] - 1 and 1 <= got < table[size])
                 if not full_or_tail:
-                    failures.append(f"epoch {epoch} step {t} rank {rank}: batch {got} at {size}, expected {table[size]}")
+                    failures.append(f"epoch {epoch} step {t} rank {rank}: batch {got} at {size}, want {table[size]}")
         shares = [[i for step in steps[rank] for i in step[2]] for rank in range(world)]
         seen = Counter(i for share in shares for i in share)
         if set(seen) != set(range(n_samples)):
@@ -93,7 +94,8 @@ def check_records(
         if repeated != padding:
             failures.append(f"epoch {epoch}: {repeated} repeated indices across ranks, padding allows {padding}")
         for rank in range(world):
-            expected = DistributedSampler(range(n_samples), num_replicas=world, rank=rank, seed=sampler_kwargs.get("seed", 0))
+            seed = sampler_kwargs.get("seed", 0)
+            expected = DistributedSampler(range(n_samples), num_replicas=world, rank=rank, seed=seed)
             expected.set_epoch(epoch)
             if shares[rank] != list(expected):
                 failures.append(f"epoch {epoch} rank {rank}: index order differs from DistributedSampler's")
@@ -122,6 +124,28 @@ def main() -> int:
     problems: list[str] = []
     if (sampler.num_replicas, sampler.rank) != (world, rank):
         problems.append(f"rank {rank}: sampler took num_replicas={sampler.num_replicas}, rank={sampler.rank}")
+
+    # Pre-flight: compare every rank's planned (h, w, b) sequence before training, so ranks out of step are reported
+    # by name instead of as a collective timeout in the training loop below.
+    plans = {}
+    for epoch in EPOCHS:
+        sampler.set_epoch(epoch)
+        plans[epoch] = sampler.step_sizes()
+    gathered_plans: list[tuple[list[str], dict] | None] = [None] * world
+    dist.all_gather_object(gathered_plans, (problems, plans))
+    # Every rank now holds the same information, so every rank takes the same decision below (no rank left waiting).
+    problems = [p for rank_problems, _ in gathered_plans for p in rank_problems]
+    all_plans = [rank_plans for _, rank_plans in gathered_plans]
+    for epoch in EPOCHS:
+        if any(p[epoch] != all_plans[0][epoch] for p in all_plans):
+            counts = [len(p[epoch]) for p in all_plans]
+            problems.append(f"epoch {epoch}: planned sizes differ across ranks (steps per rank {counts})")
+    if problems:
+        dist.destroy_process_group()
+        if rank == 0:
+            print("\n".join(problems), file=sys.stderr)
+        return 1
+
     mine: dict[int, list[StepRecord]] = {}
     for epoch in EPOCHS:
         sampler.set_epoch(epoch)
@@ -136,11 +160,7 @@ def main() -> int:
 
     gathered: list[dict[int, list[StepRecord]] | None] = [None] * world
     dist.all_gather_object(gathered, mine)
-    all_problems: list[list[str] | None] = [None] * world
-    dist.all_gather_object(all_problems, problems)
-    verdict = [[p for ps in all_problems for p in ps]]
-    if rank == 0:
-        verdict[0] += check_records(gathered, N_SAMPLES, sampler_kwargs)
+    verdict = [check_records(gathered, N_SAMPLES, sampler_kwargs) if rank == 0 else None]
     dist.broadcast_object_list(verdict, src=0)
     dist.destroy_process_group()
     if verdict[0]:
