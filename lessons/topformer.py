@@ -1,0 +1,789 @@
+"""TopFormer (Zhang et al., CVPR 2022, arXiv 2204.05525): token pyramids and semantic injection.
+
+Mobile semantic segmentation needs global context, but attention over a 1/8-resolution map is far too expensive
+for a phone. TopFormer's answer is to spend attention only where tokens are few:
+
+1. a **Token Pyramid Module** (MobileNetV2 blocks, paper §3.1) makes tokens at 1/4, 1/8, 1/16 and 1/32;
+2. every token map is **average-pooled to one small grid** (1/64 of the input) and the maps are stacked along
+   channels (``PyramidPoolAgg``), so a 512x512 image gives only 8x8 = 64 tokens;
+3. a small BatchNorm-based transformer, the **Scale-aware Semantics Extractor** (§3.2), attends over those tokens;
+4. its output is split back per scale and **injected** into the local tokens (§3.3): ``local * hsig(global) +
+   global`` (the Semantic Injection Module, SIM);
+5. a light **segmentation head** sums the injected maps at 1/8 and classifies every pixel (§3.4).
+
+The code follows the official hustvl/TopFormer (``mmseg/models/backbones/topformer.py``,
+``mmseg/models/decode_heads/simple_head.py``, ``local_configs/topformer/topformer_{tiny,small,base}.py``), written
+anew. Where code and paper differ the code wins, and the docstrings say so: the attention has **no** 1/sqrt(d) scale,
+the "sigmoid" of the SIM is a hard-sigmoid, and the extractor's input stacks all four token scales (1/4 included)
+while injection happens at 1/8, 1/16 and 1/32 only.
+
+Input size: the official model runs on any size, and so does this one. Every stride-2 conv here has "same"
+padding, so the token at output stride s has side ``ceil(H / s)``; the pooled grid is ``(H32 - 1) // (pool_stride
+/ 32) + 1`` per side; injection and the head resize with bilinear interpolation. Nothing needs H or W to divide by
+anything, so only inputs that cannot be images are rejected (wrong rank, wrong channel count, empty sides, integer
+dtype).
+
+Ablation knobs (paper §4.2; each a field of :class:`TopFormerConfig`, set through ``create_model(name, **knob)``):
+``extractor_scales`` / ``extractor_input`` (which tokens feed the extractor, or the last token alone widened by a
+1x1 conv), ``sim_width`` (M), ``pool_stride`` (32/64/128), ``injection`` (both branches, only the sigmoid
+attention, only the semantic information), ``head`` (the paper's summing head or a concatenating head; the paper's
+"Sum head" is, in its own words, the same as injecting with the semantic-information branch only, so that row of
+the ablation is ``injection="sem_info"``), and ``depth`` (0 = no extractor, the paper's "w/o SASE" baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .layers import (
+    ConvBN,
+    ConvNormAct,
+    DepthwiseConvMlp,
+    DropPath,
+    HardSigmoid,
+    InvertedResidual,
+    attention,
+    make_divisible,
+    drop_path_rates,
+    resize_to,
+)
+from .registry import register_model
+
+TOKEN_STRIDES = (4, 8, 16, 32)  # output strides of the four pyramid tokens (official `embed_out_indice`)
+INJECTION_MODES = ("both", "sigmoid_attn", "sem_info")
+HEAD_TYPES = ("simple", "concat")
+EXTRACTOR_INPUTS = ("stack", "last")
+
+# --------------------------------------------------------------------------------------------------------------------
+# 1. Token Pyramid Module (paper §3.1): MobileNetV2 blocks produce tokens at 1/4, 1/8, 1/16, 1/32
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class TokenPyramid(nn.Module):
+    """Stem (3x3 conv, stride 2, BN, ReLU) then one MobileNetV2 block per row ``[k, t, c, s]`` (paper §3.1).
+
+    Source: ``TokenPyramidModule`` in the official ``topformer.py``; rows from ``local_configs/topformer/*.py``.
+    The blocks use ReLU (not ReLU6) and an expansion width of exactly ``round(c_in * t)``, as the official code.
+    ``forward`` returns the outputs of the rows listed in ``token_rows``: the token pyramid, finest first.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Sequence[int]],
+        token_rows: Sequence[int],
+        in_chans: int = 3,
+        stem_chs: int = 16,
+    ) -> None:
+        super().__init__()
+        self.token_rows = tuple(token_rows)
+        self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=2, act_layer=nn.ReLU)
+        blocks = []
+        in_chs = stem_chs
+        for kernel, expand, out_chs, stride in rows:
+            blocks.append(InvertedResidual(
+                in_chs, out_chs, stride, expand, kernel, act_layer=nn.ReLU, hidden_chs=int(round(in_chs * expand)),
+            ))
+            in_chs = out_chs
+        self.blocks = nn.ModuleList(blocks)
+        self.channels = tuple(rows[i][2] for i in self.token_rows)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        tokens = []
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.token_rows:
+                tokens.append(x)
+        return tokens
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 2. Pool every token map to one small grid and stack (paper §3.2, "PyramidPoolAgg")
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def pooled_grid_size(height32: int, width32: int, stride: int) -> tuple[int, int]:
+    """Side of the pooled grid from the 1/32 token's side: ``(H32 - 1) // stride + 1`` (official ``PyramidPoolAgg``).
+
+    ``stride`` is relative to the 1/32 token: 1, 2, 4 give output strides 32, 64, 128 (the paper's s32/s64/s128).
+    The formula is a ceiling division, so a 1/32 token of odd side still gets a grid cell for its last row.
+    """
+    return (height32 - 1) // stride + 1, (width32 - 1) // stride + 1
+
+
+class PyramidPoolAgg(nn.Module):
+    """Average-pool every token map to the grid of :func:`pooled_grid_size` and concatenate them along channels.
+
+    Source: ``PyramidPoolAgg`` (official ``topformer.py``, ``c2t_stride=2``). Adaptive average pooling makes each
+    grid cell the mean of a window of the token map; for a map whose side is a multiple of the grid's, the windows
+    tile it exactly. No parameters.
+    """
+
+    def __init__(self, stride: int = 2) -> None:
+        super().__init__()
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be a positive int (2 = output stride 64), got {stride!r}")
+        self.stride = stride
+
+    def forward(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = pooled_grid_size(tokens[-1].shape[-2], tokens[-1].shape[-1], self.stride)
+        return torch.cat([nn.functional.adaptive_avg_pool2d(t, size) for t in tokens], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 3. Scale-aware Semantics Extractor (paper §3.2): a transformer built from 1x1 convs and BatchNorm
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class BNAttention(nn.Module):
+    """Multi-head self-attention on a feature map, with 1x1 conv + BN projections (official ``Attention``).
+
+    q and k have ``key_dim`` (16) channels per head, v has ``attn_ratio * key_dim`` (32): keys are cheap because they
+    only score, values carry the content. The scores are ``softmax(q k^T)`` **without** the 1/sqrt(key_dim) scale:
+    the official code defines ``self.scale`` but never applies it (facts.md §3), and so neither does this block.
+    The heads are joined, passed through ReLU6 and projected back by a 1x1 conv + BN whose scale starts at 0.
+    """
+
+    def __init__(
+        self, dim: int, key_dim: int = 16, num_heads: int = 8, attn_ratio: float = 2.0,
+        act_layer: Callable[[], nn.Module] = nn.ReLU6,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = int(attn_ratio * key_dim)
+        self.to_q = ConvBN(dim, num_heads * key_dim)
+        self.to_k = ConvBN(dim, num_heads * key_dim)
+        self.to_v = ConvBN(dim, num_heads * self.value_dim)
+        # bn_weight_init=0 as the official Conv2d_BN call; the official init_weights() later resets every BN weight
+        # to 1 (see init_topformer_weights), so a freshly built official model does not start with this branch off.
+        self.proj = nn.Sequential(act_layer(), ConvBN(num_heads * self.value_dim, dim, bn_weight_init=0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        tokens = height * width
+
+        def heads(t: torch.Tensor, d: int) -> torch.Tensor:  # [B, h*d, H, W] -> [B, h, N, d]
+            return t.reshape(batch, self.num_heads, d, tokens).transpose(-2, -1)
+
+        q = heads(self.to_q(x), self.key_dim)
+        k = heads(self.to_k(x), self.key_dim)
+        v = heads(self.to_v(x), self.value_dim)
+        out = attention(q, k, v, scale=1.0)  # softmax(q k^T) v: the official code applies no 1/sqrt(d) scale
+        out = out.transpose(-2, -1).reshape(batch, self.num_heads * self.value_dim, height, width)
+        return self.proj(out)
+
+
+class ExtractorBlock(nn.Module):
+    """One transformer block of the extractor (official ``Block``): no LayerNorm, BN inside every projection.
+
+    x = x + DropPath(Attention(x)); x = x + DropPath(MLP(x)), with the MLP = :class:`DepthwiseConvMlp` (ratio 2).
+    """
+
+    def __init__(
+        self, dim: int, key_dim: int = 16, num_heads: int = 8, mlp_ratio: float = 2.0, attn_ratio: float = 2.0,
+        drop_path: float = 0.0, act_layer: Callable[[], nn.Module] = nn.ReLU6,
+    ) -> None:
+        super().__init__()
+        self.attn = BNAttention(dim, key_dim, num_heads, attn_ratio, act_layer)
+        self.mlp = DepthwiseConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))
+
+
+class SemanticsExtractor(nn.Module):
+    """The Scale-aware Semantics Extractor (paper §3.2): ``depth`` blocks over the pooled tokens, then a split.
+
+    Source: ``BasicLayer`` + the ``split`` in ``Topformer.forward`` (official ``topformer.py``). The input is the
+    stack of pooled tokens (``dim = sum(channels)``); the output, split back along channels into one tensor per
+    scale, is the "global semantics" of that scale. With ``in_chs`` different from ``sum(channels)`` a 1x1 conv + BN
+    first widens the input (the paper's "last token only" ablation, §4.2). ``depth=0`` leaves the tokens as they
+    are (the paper's "w/o SASE" baseline).
+    """
+
+    def __init__(
+        self, channels: Sequence[int], depth: int = 4, key_dim: int = 16, num_heads: int = 8,
+        mlp_ratio: float = 2.0, attn_ratio: float = 2.0, drop_path_rate: float = 0.0, in_chs: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.channels = tuple(channels)
+        dim = sum(self.channels)
+        in_chs = dim if in_chs is None else in_chs
+        self.input_proj = ConvBN(in_chs, dim) if in_chs != dim else nn.Identity()
+        rates = drop_path_rates(drop_path_rate, depth)  # linspace(0, rate, depth), as the official dpr
+        self.blocks = nn.Sequential(*[
+            ExtractorBlock(dim, key_dim, num_heads, mlp_ratio, attn_ratio, rates[i]) for i in range(depth)
+        ])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.blocks(self.input_proj(x)).split(self.channels, dim=1))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 4. Semantic Injection Module (paper §3.3, Eq. 3-5)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class InjectionParts(NamedTuple):
+    """What each branch of a :class:`SemanticInjection` computed (``None`` for a branch the mode does not have)."""
+
+    local: torch.Tensor  # BN(Conv1x1(x_local)), at the local token's resolution
+    gate: torch.Tensor | None  # up(hsig(BN(Conv1x1(x_global)))): "SigmoidAttn", values in [0, 1]
+    semantics: torch.Tensor | None  # up(BN(Conv1x1(x_global))): "SemInfo"
+    out: torch.Tensor
+
+
+class SemanticInjection(nn.Module):
+    """Inject a scale's global semantics into its local tokens (paper §3.3; official ``InjectionMultiSum``).
+
+    ``mode="both"`` (the paper's SIM): out = local * up(hsig(BN(Conv(g)))) + up(BN(Conv(g))), with
+    local = BN(Conv(x_local)); every conv is 1x1 to ``out_chs`` (the SIM width M). The gate is a hard-sigmoid
+    ``ReLU6(x + 3) / 6`` (official ``h_sigmoid``) applied *before* the bilinear upsampling, as the official code.
+    ``mode="sigmoid_attn"``: out = local * gate (official ``FuseBlockMulti``); ``mode="sem_info"``: out = local +
+    semantics (official ``FuseBlockSum``) -- the two halves the paper ablates (§4.2).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, mode: str = "both") -> None:
+        super().__init__()
+        if mode not in INJECTION_MODES:
+            raise ValueError(f"unknown injection mode {mode!r}; choose one of {INJECTION_MODES}")
+        self.mode = mode
+        self.local_embed = ConvBN(in_chs, out_chs)
+        self.gate_embed = ConvBN(in_chs, out_chs) if mode in ("both", "sigmoid_attn") else None
+        self.gate_act = HardSigmoid()  # a module (official h_sigmoid), so module-hook FLOP counters see it
+        self.global_embed = ConvBN(in_chs, out_chs) if mode in ("both", "sem_info") else None
+
+    def parts(self, x_local: torch.Tensor, x_global: torch.Tensor) -> InjectionParts:
+        """Every branch's output, for looking inside; ``forward`` returns ``parts(...).out``."""
+        size = x_local.shape[-2:]
+        local = self.local_embed(x_local)
+        gate = semantics = None
+        out = local
+        if self.gate_embed is not None:
+            gate = resize_to(self.gate_act(self.gate_embed(x_global)), size)
+            out = out * gate
+        if self.global_embed is not None:
+            semantics = resize_to(self.global_embed(x_global), size)
+            out = out + semantics
+        return InjectionParts(local, gate, semantics, out)
+
+    def forward(self, x_local: torch.Tensor, x_global: torch.Tensor) -> torch.Tensor:
+        return self.parts(x_local, x_global).out
+
+
+class MultiScaleInjection(nn.ModuleList):
+    """One :class:`SemanticInjection` per injection scale, called together: (local, global) pairs -> injected maps.
+
+    (A ``ModuleList`` that is also called, so that counters which attribute FLOPs to called modules see it.)
+    """
+
+    def forward(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        if len(pairs) != len(self):
+            raise ValueError(f"expected {len(self)} (local, global) pairs, got {len(pairs)}")
+        return [sim(local, glob) for sim, (local, glob) in zip(self, pairs)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# 5. Segmentation heads (paper §3.4 and the head ablation of §4.2)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class SegmentationHead(nn.Module):
+    """The paper's head (official ``SimpleHead``): resize the injected maps to the finest one (1/8), **sum** them,
+    1x1 conv + BN + ReLU (depthwise for Tiny, ``is_dw=True``), dropout 0.1, 1x1 classifier. Logits at 1/8.
+    """
+
+    def __init__(self, width: int, num_classes: int, depthwise: bool = False, drop_rate: float = 0.1) -> None:
+        super().__init__()
+        self.fuse = ConvNormAct(width, width, 1, groups=width if depthwise else 1, act_layer=nn.ReLU)
+        self.dropout = nn.Dropout2d(drop_rate)  # mmseg BaseDecodeHead: Dropout2d(dropout_ratio=0.1)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        x = features[0]
+        for f in features[1:]:
+            x = x + resize_to(f, size)
+        return self.classifier(self.dropout(self.fuse(x)))
+
+
+class ConcatHead(nn.Module):
+    """The "Concat head" the paper compares against (§4.2): a 1x1 conv (+BN+ReLU) reduces each injected map, the
+    maps are resized to the finest and **concatenated**, then the same fuse conv, dropout and classifier.
+
+    The paper gives no reduced width; this book reduces each of the n maps to ``make_divisible(M / n)`` channels so
+    that the concatenation is about as wide as the summing head's input (our choice, stated here).
+    """
+
+    def __init__(self, width: int, num_inputs: int, num_classes: int, drop_rate: float = 0.1) -> None:
+        super().__init__()
+        reduced = make_divisible(width / num_inputs, 8)
+        self.reduce = nn.ModuleList([ConvNormAct(width, reduced, 1, act_layer=nn.ReLU) for _ in range(num_inputs)])
+        self.fuse = ConvNormAct(reduced * num_inputs, width, 1, act_layer=nn.ReLU)
+        self.dropout = nn.Dropout2d(drop_rate)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[-2:]
+        x = torch.cat([resize_to(reduce(f), size) for reduce, f in zip(self.reduce, features)], dim=1)
+        return self.classifier(self.dropout(self.fuse(x)))
+
+
+class ClassifierHead(nn.Module):
+    """The classification variant (paper §4.3): global average pool of the global semantics, BN, linear.
+
+    Source: the official ImageNet checkpoints' ``head.bn`` / ``head.l`` (BatchNorm1d then Linear over all
+    ``sum(channels)`` semantic channels), as read by PaddleViT's ``load_pytorch_weights.py``.
+    """
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.norm(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------------------------
+
+Row = tuple[int, int, int, int]  # MobileNetV2 row [kernel, expansion t, channels c, stride s]
+
+# Rows from local_configs/topformer/topformer_{tiny,small,base}.py; token rows are the official `embed_out_indice`.
+_TINY_ROWS: tuple[Row, ...] = (
+    (3, 1, 16, 1), (3, 4, 16, 2), (3, 3, 16, 1), (5, 3, 32, 2), (5, 3, 32, 1),
+    (3, 3, 64, 2), (3, 3, 64, 1), (5, 6, 96, 2), (5, 6, 96, 1),
+)
+_SMALL_ROWS: tuple[Row, ...] = (
+    (3, 1, 16, 1), (3, 4, 24, 2), (3, 3, 24, 1), (5, 3, 48, 2), (5, 3, 48, 1),
+    (3, 3, 96, 2), (3, 3, 96, 1), (5, 6, 128, 2), (5, 6, 128, 1), (3, 6, 128, 1),
+)
+_BASE_ROWS: tuple[Row, ...] = (
+    (3, 1, 16, 1), (3, 4, 32, 2), (3, 3, 32, 1), (5, 3, 64, 2), (5, 3, 64, 1),
+    (3, 3, 128, 2), (3, 3, 128, 1), (5, 6, 160, 2), (5, 6, 160, 1), (3, 6, 160, 1),
+)
+
+
+@dataclass(frozen=True)
+class TopFormerConfig:
+    """A TopFormer variant and its ablation knobs (defaults = the official configs; paper §4.2 for the knobs)."""
+
+    name: str
+    rows: tuple[Row, ...]  # token pyramid rows [k, t, c, s]
+    token_rows: tuple[int, ...]  # rows whose outputs are the tokens at 1/4, 1/8, 1/16, 1/32
+    num_heads: int  # 4 / 6 / 8 for Tiny / Small / Base
+    sim_width: int  # M: 128 / 192 / 256
+    head_depthwise: bool = False  # Tiny's head fuses with a depthwise 1x1 conv (`is_dw=True`)
+    stem_chs: int = 16
+    depth: int = 4  # extractor blocks (`depths=4`)
+    key_dim: int = 16
+    attn_ratio: float = 2.0
+    mlp_ratio: float = 2.0
+    pool_stride: int = 64  # output stride of the pooled grid: 32, 64 (default, c2t_stride=2) or 128
+    extractor_scales: tuple[int, ...] = TOKEN_STRIDES  # tokens stacked into the extractor (official: all four)
+    extractor_input: str = "stack"  # "stack" the pooled tokens, or "last": the 1/32 token widened by a 1x1 conv
+    injection_scales: tuple[int, ...] = (8, 16, 32)  # where global semantics are injected (`decode_out_indices`)
+    injection: str = "both"  # "both" (SIM), "sigmoid_attn" or "sem_info" (paper §4.2)
+    head: str = "simple"  # "simple" (the paper's summing head) or "concat"
+
+    def __post_init__(self) -> None:
+        if not self.rows or not all(len(r) == 4 and all(isinstance(v, int) and v > 0 for v in r) for r in self.rows):
+            raise ValueError(
+                f"rows must be [kernel, expansion, channels, stride] rows of positive ints, got {self.rows!r}"
+            )
+        if any(r[3] not in (1, 2) for r in self.rows):
+            raise ValueError(f"row strides must be 1 or 2, got {[r[3] for r in self.rows]}")
+        if len(self.token_rows) != 4 or not all(0 <= i < len(self.rows) for i in self.token_rows):
+            raise ValueError(f"token_rows must name 4 of the {len(self.rows)} rows, got {self.token_rows!r}")
+        strides = self.token_strides_of_rows()
+        if strides != TOKEN_STRIDES:
+            raise ValueError(f"token_rows {self.token_rows} give output strides {strides}, expected {TOKEN_STRIDES}")
+        for label, value in (("num_heads", self.num_heads), ("sim_width", self.sim_width),
+                             ("key_dim", self.key_dim), ("stem_chs", self.stem_chs)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        if not isinstance(self.depth, int) or self.depth < 0:
+            raise ValueError(f"depth must be a non-negative int (0 = no extractor), got {self.depth!r}")
+        if self.attn_ratio <= 0 or self.mlp_ratio <= 0:
+            raise ValueError(f"attn_ratio and mlp_ratio must be positive, got {self.attn_ratio!r}, {self.mlp_ratio!r}")
+        if not isinstance(self.pool_stride, int) or self.pool_stride < 32 or self.pool_stride % 32:
+            raise ValueError(
+                f"pool_stride must be a multiple of 32 (the 1/32 token is pooled further): 32, 64 or 128 in the "
+                f"paper, got {self.pool_stride!r}"
+            )
+        _check_scales("extractor_scales", self.extractor_scales, TOKEN_STRIDES)
+        _check_scales("injection_scales", self.injection_scales, self.extractor_scales)
+        if self.extractor_input not in EXTRACTOR_INPUTS:
+            raise ValueError(f"unknown extractor_input {self.extractor_input!r}; choose one of {EXTRACTOR_INPUTS}")
+        if self.injection not in INJECTION_MODES:
+            raise ValueError(f"unknown injection {self.injection!r}; choose one of {INJECTION_MODES}")
+        if self.head not in HEAD_TYPES:
+            raise ValueError(
+                f"unknown head {self.head!r}; choose one of {HEAD_TYPES} (the paper's 'Sum head' is injection="
+                "'sem_info' with the 'simple' head)"
+            )
+
+    def token_strides_of_rows(self) -> tuple[int, ...]:
+        stride, strides = 2, []  # the stem halves the input
+        for i, row in enumerate(self.rows):
+            stride *= row[3]
+            if i in self.token_rows:
+                strides.append(stride)
+        return tuple(strides)
+
+    @property
+    def token_channels(self) -> tuple[int, ...]:
+        """Channels of the tokens at 1/4, 1/8, 1/16, 1/32 (Tiny: 16, 32, 64, 96)."""
+        return tuple(self.rows[i][2] for i in self.token_rows)
+
+    @property
+    def extractor_channels(self) -> tuple[int, ...]:
+        return tuple(c for s, c in zip(TOKEN_STRIDES, self.token_channels) if s in self.extractor_scales)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the extractor: the sum of the stacked tokens' channels (Tiny: 208)."""
+        return sum(self.extractor_channels)
+
+
+def _check_scales(label: str, scales: Sequence[int], allowed: Sequence[int]) -> None:
+    scales = tuple(scales)
+    if not scales or any(s not in allowed for s in scales) or list(scales) != sorted(set(scales)):
+        raise ValueError(
+            f"{label} must be a non-empty increasing subset of {tuple(allowed)} (output strides), got {scales!r}"
+        )
+
+
+TOPFORMER_CONFIGS: dict[str, TopFormerConfig] = {
+    "tiny": TopFormerConfig("tiny", _TINY_ROWS, (2, 4, 6, 8), num_heads=4, sim_width=128, head_depthwise=True),
+    "small": TopFormerConfig("small", _SMALL_ROWS, (2, 4, 6, 9), num_heads=6, sim_width=192),
+    "base": TopFormerConfig("base", _BASE_ROWS, (2, 4, 6, 9), num_heads=8, sim_width=256),
+}
+
+
+def init_topformer_weights(model: nn.Module) -> None:
+    """The official ``Topformer.init_weights``: conv weights ~ N(0, sqrt(2 / fan_out)), BN weight 1 and bias 0,
+    linear weights ~ N(0, 0.01). Note that it resets *every* BN weight to 1, the projections' zero-init included.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
+    """Reject what cannot be an image batch; any height and width >= 1 is fine (see the module docstring)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if x.shape[-2] < 1 or x.shape[-1] < 1:
+        raise ValueError(f"height and width must be at least 1, got {tuple(x.shape[-2:])}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
+
+
+class _TopFormerTrunk(nn.Module):
+    """Token pyramid -> pooled stack -> semantics extractor, shared by the segmentation and classification models."""
+
+    def __init__(self, config: TopFormerConfig, in_chans: int, drop_path_rate: float) -> None:
+        super().__init__()
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        self.config = config
+        self.in_chans = in_chans
+        self.token_pyramid = TokenPyramid(config.rows, config.token_rows, in_chans, config.stem_chs)
+        self.pool = PyramidPoolAgg(config.pool_stride // 32)
+        in_chs = config.token_channels[-1] if config.extractor_input == "last" else None
+        self.extractor = SemanticsExtractor(
+            config.extractor_channels, config.depth, config.key_dim, config.num_heads, config.mlp_ratio,
+            config.attn_ratio, drop_path_rate, in_chs=in_chs,
+        )
+
+    def forward_tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The token pyramid: four maps at output strides 4, 8, 16, 32."""
+        check_image_batch(x, self.in_chans)
+        return self.token_pyramid(x)
+
+    def forward_semantics(self, tokens: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Pool the chosen tokens (or the last one alone), run the extractor, split: one tensor per extractor scale."""
+        if self.config.extractor_input == "last":
+            stacked = self.pool([tokens[-1]])
+        else:
+            stacked = self.pool([t for s, t in zip(TOKEN_STRIDES, tokens) if s in self.config.extractor_scales])
+        return self.extractor(stacked)
+
+
+class TopFormer(_TopFormerTrunk):
+    """TopFormer for semantic segmentation (paper Fig. 2): logits at 1/8 of the input (1/``min(injection_scales)``).
+
+    Parts, in order: ``token_pyramid``, ``pool`` (no parameters), ``extractor``, ``injection`` (one SIM per injection
+    scale), ``head``. ``forward_features`` returns the injected maps, ``forward_head`` the logits.
+    """
+
+    def __init__(
+        self, config: TopFormerConfig, num_classes: int = 150, in_chans: int = 3, drop_path_rate: float = 0.1,
+        drop_rate: float = 0.1,
+    ) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int (150 for ADE20K), got {num_classes!r}")
+        super().__init__(config, in_chans, drop_path_rate)
+        self.num_classes = num_classes
+        chs = dict(zip(TOKEN_STRIDES, config.token_channels))
+        self.injection = MultiScaleInjection([
+            SemanticInjection(chs[s], config.sim_width, config.injection) for s in config.injection_scales
+        ])
+        if config.head == "simple":
+            self.head = SegmentationHead(config.sim_width, num_classes, config.head_depthwise, drop_rate)
+        else:
+            self.head = ConcatHead(config.sim_width, len(config.injection_scales), num_classes, drop_rate)
+        init_topformer_weights(self)
+
+    def injection_inputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(local tokens, global semantics) for every injection scale: what each SIM receives."""
+        tokens = self.forward_tokens(x)
+        semantics = dict(zip(self.config.extractor_scales, self.forward_semantics(tokens)))
+        local = dict(zip(TOKEN_STRIDES, tokens))
+        return [(local[s], semantics[s]) for s in self.config.injection_scales]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The injected maps, finest first (Tiny at 512x512: [B, 128, 64, 64], [B, 128, 32, 32], [B, 128, 16, 16])."""
+        return self.injection(self.injection_inputs(x))
+
+    def forward_head(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class TopFormerClassifier(_TopFormerTrunk):
+    """TopFormer for ImageNet (paper §4.3): the same trunk, then pool + BN + linear on the global semantics.
+
+    At 224x224 the tokens are pooled to the 1/32 grid (7x7) rather than 1/64 (official ImageNet configs as ported
+    by PaddleViT: ``C2T_STRIDE: 1``); there is no injection and no segmentation head.
+    """
+
+    def __init__(self, config: TopFormerConfig, num_classes: int = 1000, in_chans: int = 3,
+                 drop_path_rate: float = 0.1) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        super().__init__(config, in_chans, drop_path_rate)
+        self.num_classes = num_classes
+        self.head = ClassifierHead(config.embed_dim, num_classes)
+        init_topformer_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The global semantics of every scale, stacked again: [B, embed_dim, h, w]."""
+        return torch.cat(self.forward_semantics(self.forward_tokens(x)), dim=1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Counting FLOPs the way the official repository did (mmcv's get_flops)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class MmcvFlopCounter:
+    """Count FLOPs the way mmcv's ``get_model_complexity_info`` does (the official ``tools/get_flops.py``), per
+    top-level part of ``model``, for every forward pass run inside ``with MmcvFlopCounter(model) as counter:``.
+
+    mmcv hooks *modules*: a conv counts its multiply-adds (once, not twice) plus one per output for a bias; a norm
+    counts its input's elements (twice when affine); ReLU-type activations (the hard-sigmoid is a ReLU6 module in the
+    official code) and pooling modules count one per element; a Linear counts its multiply-adds. Anything done with
+    functions -- the attention matmuls, ``adaptive_avg_pool2d``, ``interpolate``, the additions -- counts 0.
+    Only shapes are read, so it works on the meta device (and inside ``FlopCounterMode``).
+    """
+
+    _ACTS = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU, HardSigmoid)
+    _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.parts = {name: 0 for name, _ in model.named_children()}
+        self._handles: list = []
+
+    @classmethod
+    def flops(cls, module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+        """What mmcv charges one call of ``module`` (0 for a module type it does not count)."""
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            per_position = kh * kw * module.in_channels * (module.out_channels // module.groups)
+            positions = output.shape[0] * output.shape[2] * output.shape[3]
+            return per_position * positions + (module.out_channels * positions if module.bias is not None else 0)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return inputs[0].numel() * (2 if module.affine else 1)
+        if isinstance(module, cls._ACTS):
+            return output.numel()
+        if isinstance(module, cls._POOLS):
+            return inputs[0].numel()
+        if isinstance(module, nn.Linear):
+            return inputs[0].numel() * output.shape[-1]
+        return 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def __enter__(self) -> MmcvFlopCounter:
+        for part, child in self.model.named_children():
+            for module in child.modules():
+                def hook(module: nn.Module, inputs: tuple, output: torch.Tensor, part: str = part) -> None:
+                    self.parts[part] += self.flops(module, inputs, output)
+
+                self._handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def mmcv_flops_by_part(model: nn.Module, input_size: Sequence[int]) -> dict[str, int]:
+    """FLOPs under mmcv's rule (:class:`MmcvFlopCounter`) of one forward pass, per top-level part of ``model``
+    (``token_pyramid``, ``extractor``, ...). Counted on the meta device, batch of one: ``input_size`` is (C, H, W).
+    """
+    import copy
+
+    size = tuple(input_size)
+    if len(size) != 3 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"input_size must be (C, H, W) of positive ints, got {input_size!r}")
+    meta = copy.deepcopy(model).to("meta") if any(p.device.type != "meta" for p in model.parameters()) else model
+    was_training = meta.training
+    meta.eval()
+    try:
+        with MmcvFlopCounter(meta) as counter, torch.no_grad():
+            meta(torch.empty((1, *size), device="meta"))
+    finally:
+        meta.train(was_training)
+    return counter.parts
+
+
+def count_mmcv_flops(model: nn.Module, input_size: Sequence[int]) -> int:
+    """Total FLOPs under mmcv's rule (see :func:`mmcv_flops_by_part`): what the official README's "FLOPs" count."""
+    return sum(mmcv_flops_by_part(model, input_size).values())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The paper's ablations (§4.2) as named config overrides of one model
+# --------------------------------------------------------------------------------------------------------------------
+
+ABLATIONS: dict[str, dict[str, dict]] = {
+    # Tokens fed to the extractor: stacked pyramid subsets, or the last token alone widened by a 1x1 conv.
+    # Injection stays on the scales the extractor produces semantics for (1/4 is never injected, as officially).
+    "tokens": {
+        "stack {1/4,1/8,1/16,1/32}": {},
+        "stack {1/8,1/16,1/32}": dict(extractor_scales=(8, 16, 32)),
+        "stack {1/16,1/32}": dict(extractor_scales=(16, 32), injection_scales=(16, 32)),
+        "last 1/32 + 1x1 conv": dict(extractor_input="last"),
+    },
+    "injection": {
+        "SigmoidAttn": dict(injection="sigmoid_attn"),
+        "SemInfo": dict(injection="sem_info"),
+        "SigmoidAttn + SemInfo": {},
+    },
+    "head": {
+        "Sum head (= SemInfo only)": dict(injection="sem_info"),
+        "Concat head": dict(head="concat"),
+        "our head (sum of SIM outputs)": {},
+    },
+    "sim_width": {f"M={m}": dict(sim_width=m) for m in (256, 192, 128)},
+    "pool_stride": {f"s{s}": dict(pool_stride=s) for s in (32, 64, 128)},
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Named variants
+# --------------------------------------------------------------------------------------------------------------------
+
+_CONFIG_FIELDS = {f.name for f in fields(TopFormerConfig)} - {"name", "rows", "token_rows"}
+
+
+def _split_overrides(kwargs: dict) -> tuple[dict, dict]:
+    knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+    for key in ("extractor_scales", "injection_scales"):
+        if key in knobs:
+            knobs[key] = tuple(knobs[key])
+    return knobs, kwargs
+
+
+def _create(variant: str, **kwargs) -> TopFormer:
+    knobs, kwargs = _split_overrides(kwargs)
+    return TopFormer(replace(TOPFORMER_CONFIGS[variant], **knobs), **kwargs)
+
+
+def _create_cls(variant: str, **kwargs) -> TopFormerClassifier:
+    # ImageNet at 224: pool to the 1/32 grid (PaddleViT port of the official cls configs, C2T_STRIDE: 1)
+    kwargs.setdefault("pool_stride", 32)
+    knobs, kwargs = _split_overrides(kwargs)
+    return TopFormerClassifier(replace(TOPFORMER_CONFIGS[variant], **knobs), **kwargs)
+
+
+@register_model
+def topformer_tiny(**kwargs) -> TopFormer:
+    """TopFormer-Tiny for ADE20K (150 classes): 1.4M parameters, 0.6G FLOPs at 512x512 (official README)."""
+    return _create("tiny", **kwargs)
+
+
+@register_model
+def topformer_small(**kwargs) -> TopFormer:
+    """TopFormer-Small for ADE20K: 3.1M parameters, 1.2G FLOPs at 512x512 (official README)."""
+    return _create("small", **kwargs)
+
+
+@register_model
+def topformer_base(**kwargs) -> TopFormer:
+    """TopFormer-Base for ADE20K: 5.1M parameters, 1.8G FLOPs at 512x512 (official README)."""
+    return _create("base", **kwargs)
+
+
+@register_model
+def topformer_tiny_cls(**kwargs) -> TopFormerClassifier:
+    """TopFormer-Tiny for ImageNet-1k at 224x224 (the official pretraining backbone, 66.2% top-1)."""
+    return _create_cls("tiny", **kwargs)
+
+
+@register_model
+def topformer_small_cls(**kwargs) -> TopFormerClassifier:
+    """TopFormer-Small for ImageNet-1k at 224x224 (72.3% top-1 in the checkpoint name)."""
+    return _create_cls("small", **kwargs)
+
+
+@register_model
+def topformer_base_cls(**kwargs) -> TopFormerClassifier:
+    """TopFormer-Base for ImageNet-1k at 224x224 (75.3% top-1 in the checkpoint name)."""
+    return _create_cls("base", **kwargs)

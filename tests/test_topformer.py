@@ -1,0 +1,298 @@
+"""TopFormer: token pyramid shapes, pooling, the extractor's attention, the injection module, heads, claims, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lessons
+from lessons.claims import all_claims, evaluate
+from lessons.layers import ConvBN, hard_sigmoid, resize_to
+from lessons.measure import count_params
+from lessons.topformer import (
+    ABLATIONS,
+    TOPFORMER_CONFIGS,
+    BNAttention,
+    PyramidPoolAgg,
+    SegmentationHead,
+    SemanticInjection,
+    TopFormerConfig,
+    count_mmcv_flops,
+    pooled_grid_size,
+)
+
+
+def meta_model(name: str = "topformer_tiny", **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return lessons.create_model(name, **kwargs).eval()
+
+
+def conv_bn_reference(block: ConvBN, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode conv + BN written with functional calls, to check modules against."""
+    y = F.conv2d(x, block.conv.weight, None, block.conv.stride, block.conv.padding, groups=block.conv.groups)
+    bn = block.bn
+    return F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def randomize_bn(module: nn.Module, generator: torch.Generator) -> None:
+    """Give every BN non-trivial statistics and affine parameters, so a test cannot pass by BN being the identity."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_token_pyramid_at_512_has_four_scales_with_official_channels():
+    model = meta_model("topformer_tiny")
+    tokens = model.forward_tokens(torch.empty(1, 3, 512, 512, device="meta"))
+    assert [tuple(t.shape) for t in tokens] == [(1, 16, 128, 128), (1, 32, 64, 64), (1, 64, 32, 32), (1, 96, 16, 16)]
+
+
+def test_tokens_of_an_odd_size_have_ceiling_sides():
+    model = meta_model("topformer_base")
+    tokens = model.forward_tokens(torch.empty(1, 3, 500, 375, device="meta"))
+    expected = [(math.ceil(500 / s), math.ceil(375 / s)) for s in (4, 8, 16, 32)]
+    assert [tuple(t.shape[-2:]) for t in tokens] == expected
+
+
+def test_full_model_runs_on_an_odd_size_and_predicts_at_one_eighth():
+    lessons.seed_everything(0)
+    model = lessons.create_model("topformer_tiny", num_classes=5).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 97, 61))
+    assert logits.shape == (2, 5, math.ceil(97 / 8), math.ceil(61 / 8))
+    assert torch.isfinite(logits).all()
+
+
+def test_pooled_grid_is_one_sixty_fourth_of_the_input():
+    model = meta_model("topformer_tiny")
+    tokens = model.forward_tokens(torch.empty(1, 3, 512, 512, device="meta"))
+    assert tuple(model.pool(tokens).shape) == (1, 16 + 32 + 64 + 96, 8, 8)
+    # (H32 - 1) // 2 + 1: a ceiling division, so an odd 1/32 side keeps its last row
+    assert pooled_grid_size(16, 15, 2) == (8, 8)
+    assert [pooled_grid_size(16, 16, s)[0] for s in (1, 2, 4)] == [16, 8, 4]  # output strides 32, 64, 128
+
+
+def test_pooling_averages_each_window_of_the_token_map():
+    x = torch.randn(2, 3, 16, 16)
+    pooled = PyramidPoolAgg(2)([x, torch.randn(2, 5, 8, 8)])  # the last map (8x8) sets the 4x4 grid
+    assert torch.allclose(pooled[:, :3], F.avg_pool2d(x, 4), atol=1e-6)
+
+
+def test_extractor_output_is_split_back_per_scale():
+    model = meta_model("topformer_small")
+    semantics = model.forward_semantics(model.forward_tokens(torch.empty(1, 3, 512, 512, device="meta")))
+    assert [tuple(s.shape) for s in semantics] == [(1, c, 8, 8) for c in (24, 48, 96, 128)]
+
+
+def test_injected_features_and_logits_at_512():
+    model = meta_model("topformer_base")
+    features = model.forward_features(torch.empty(1, 3, 512, 512, device="meta"))
+    assert [tuple(f.shape) for f in features] == [(1, 256, 64, 64), (1, 256, 32, 32), (1, 256, 16, 16)]
+    assert tuple(model.forward_head(features).shape) == (1, 150, 64, 64)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The pieces compute what the paper and the official code say
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_attention_applies_no_inverse_sqrt_scale():
+    g = torch.Generator().manual_seed(0)
+    attn = BNAttention(dim=12, key_dim=16, num_heads=2, attn_ratio=2.0)
+    randomize_bn(attn, g)
+    attn.proj[1].bn.weight.data.fill_(1.0)  # undo the zero-init so the output is not trivially 0
+    attn.eval()
+    x = torch.randn(1, 12, 3, 4, generator=g) * 3  # large inputs: a 1/4 scale would change the softmax a lot
+    with torch.no_grad():
+        q = conv_bn_reference(attn.to_q, x).reshape(1, 2, 16, 12).transpose(-2, -1)
+        k = conv_bn_reference(attn.to_k, x).reshape(1, 2, 16, 12).transpose(-2, -1)
+        v = conv_bn_reference(attn.to_v, x).reshape(1, 2, 32, 12).transpose(-2, -1)
+
+        def reference(scale: float) -> torch.Tensor:
+            out = (q @ k.transpose(-2, -1) * scale).softmax(-1) @ v
+            return attn.proj(out.transpose(-2, -1).reshape(1, 64, 3, 4))
+
+        ours = attn(x)
+    assert torch.allclose(ours, reference(1.0), atol=1e-5)
+    assert not torch.allclose(ours, reference(16**-0.5), atol=1e-3)
+
+
+def test_injection_is_local_times_hard_sigmoid_gate_plus_global_semantics():
+    g = torch.Generator().manual_seed(1)
+    sim = SemanticInjection(in_chs=4, out_chs=3)
+    for conv in (sim.local_embed, sim.gate_embed, sim.global_embed):
+        conv.conv.weight.data.copy_(torch.randn(conv.conv.weight.shape, generator=g))
+    randomize_bn(sim, g)
+    sim.eval()
+    x_local, x_global = torch.randn(2, 4, 8, 6, generator=g), torch.randn(2, 4, 2, 3, generator=g)
+    with torch.no_grad():
+        local = conv_bn_reference(sim.local_embed, x_local)
+        gate = F.interpolate(hard_sigmoid(conv_bn_reference(sim.gate_embed, x_global)), size=(8, 6),
+                             mode="bilinear", align_corners=False)
+        glob = F.interpolate(conv_bn_reference(sim.global_embed, x_global), size=(8, 6), mode="bilinear",
+                             align_corners=False)
+        out = sim(x_local, x_global)
+    assert torch.allclose(out, local * gate + glob, atol=1e-5)
+
+
+def test_injection_gate_is_hard_sigmoid_not_sigmoid():
+    sim = SemanticInjection(in_chs=2, out_chs=3).eval()
+    sim.gate_embed.conv.weight.data.zero_()
+    for pre_activation, expected in ((3.0, 1.0), (-3.0, 0.0), (1.5, 0.75)):
+        sim.gate_embed.bn.bias.data.fill_(pre_activation)  # conv outputs 0, so BN outputs its bias
+        gate = sim.parts(torch.randn(1, 2, 4, 4), torch.randn(1, 2, 2, 2)).gate
+        assert torch.allclose(gate, torch.full_like(gate, expected))  # sigmoid: 0.953, 0.047, 0.818
+
+
+def test_injection_modes_keep_only_their_branch():
+    x_local, x_global = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 2, 2)
+    attn_only = SemanticInjection(4, 3, "sigmoid_attn").eval()
+    info_only = SemanticInjection(4, 3, "sem_info").eval()
+    assert attn_only.global_embed is None and info_only.gate_embed is None
+    parts = attn_only.parts(x_local, x_global)
+    assert torch.allclose(parts.out, parts.local * parts.gate)
+    parts = info_only.parts(x_local, x_global)
+    assert torch.allclose(parts.out, parts.local + parts.semantics)
+
+
+def test_head_sums_the_resized_branches_before_classifying():
+    g = torch.Generator().manual_seed(2)
+    head = SegmentationHead(width=6, num_classes=4, depthwise=False)
+    randomize_bn(head, g)
+    head.eval()
+    feats = [torch.randn(1, 6, 8, 8, generator=g), torch.randn(1, 6, 4, 4, generator=g),
+             torch.randn(1, 6, 2, 2, generator=g)]
+    summed = feats[0] + resize_to(feats[1], (8, 8)) + resize_to(feats[2], (8, 8))
+    with torch.no_grad():
+        assert torch.allclose(head(feats), head.classifier(head.fuse(summed)), atol=1e-5)
+        only_first = head.classifier(head.fuse(feats[0]))
+        assert not torch.allclose(head(feats), only_first, atol=1e-3)
+
+
+def test_variant_widths_follow_the_official_configs():
+    expected = {  # token channels, extractor width, heads, SIM width M, depthwise head fuse
+        "topformer_tiny": ((16, 32, 64, 96), 208, 4, 128, True),
+        "topformer_small": ((24, 48, 96, 128), 296, 6, 192, False),
+        "topformer_base": ((32, 64, 128, 160), 384, 8, 256, False),
+    }
+    for name, (channels, dim, heads, width, depthwise) in expected.items():
+        model = meta_model(name)
+        cfg = model.config
+        assert (cfg.token_channels, cfg.embed_dim, cfg.num_heads, cfg.sim_width) == (channels, dim, heads, width)
+        assert model.extractor.blocks[0].attn.to_q.conv.out_channels == heads * 16
+        assert model.extractor.blocks[0].attn.to_v.conv.out_channels == heads * 32
+        assert model.extractor.blocks[0].mlp.fc1.conv.out_channels == 2 * dim
+        assert (model.head.fuse.conv.groups == width) == depthwise
+        assert [sim.local_embed.conv.out_channels for sim in model.injection] == [width] * 3
+
+
+def test_extractor_holds_most_parameters_but_few_flops():
+    shares = lessons.claims.topformer.part_shares("topformer_tiny")
+    assert shares["params"]["extractor"] > 70
+    assert shares["flops_mmcv"]["extractor"] < 15 and shares["flops_exact"]["extractor"] < 15
+
+
+def test_classifier_pools_the_global_semantics():
+    model = meta_model("topformer_tiny_cls")
+    x = torch.empty(2, 3, 224, 224, device="meta")
+    assert tuple(model.forward_features(x).shape) == (2, 208, 7, 7)  # 1/32 grid at 224 for classification
+    assert tuple(model(x).shape) == (2, 1000)
+
+
+def test_ablation_settings_build_what_they_name():
+    base = TOPFORMER_CONFIGS["base"]
+    built = {}
+    for table, rows in ABLATIONS.items():
+        for row, knobs in rows.items():
+            changed = tuple(sorted((k, v) for k, v in knobs.items() if getattr(base, k) != v))
+            if changed not in built:
+                built[changed] = meta_model("topformer_base", **dict(changed))
+            model = built[changed]
+            assert all(getattr(model.config, k) == v for k, v in knobs.items()), (table, row)
+    last = built[(("extractor_input", "last"),)]
+    assert last.extractor.input_proj.conv.in_channels == 160 and last.extractor.input_proj.conv.out_channels == 384
+    assert built[(("injection", "sem_info"),)].injection[0].gate_embed is None  # the paper's "Sum head" row
+    assert count_params(built[(("sim_width", 128),)]) < count_params(built[()])
+    assert built[(("pool_stride", 128),)].pool.stride == 4
+
+
+def test_mmcv_rule_counts_bias_norm_and_activation_elements():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    positions = 8 * 8
+    expected = 3 * 3 * 3 * 8 * positions + 8 * positions + 2 * 8 * positions + 8 * positions
+    assert count_mmcv_flops(model, (3, 8, 8)) == expected
+
+
+def test_every_topformer_claim_is_computable_and_honest():
+    for claim in all_claims("topformer"):
+        result = evaluate(claim)
+        assert math.isfinite(result.ours), claim.id
+        assert result.status != "FAIL", (claim.id, result.ours)
+        if claim.discrepancy:  # a recorded discrepancy must still be one; otherwise update the registry
+            assert not result.within_tolerance, claim.id
+
+
+def test_conv_bn_can_start_with_zero_scale():
+    block = ConvBN(4, 6, bn_weight_init=0.0).eval()
+    assert torch.equal(block(torch.randn(1, 4, 3, 3)), torch.zeros(1, 6, 3, 3))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_are_rejected_with_clear_messages():
+    model = meta_model("topformer_tiny")
+    with pytest.raises(ValueError, match="3 input channels"):
+        model(torch.empty(1, 1, 64, 64, device="meta"))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        model(torch.empty(3, 64, 64, device="meta"))
+    with pytest.raises(ValueError, match="at least 1"):
+        model(torch.empty(1, 3, 0, 64, device="meta"))
+    with pytest.raises(TypeError, match="floating-point"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8, device="meta"))
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        (dict(extractor_scales=(8, 4, 16)), "increasing subset"),
+        (dict(extractor_scales=(2, 4)), "increasing subset"),
+        (dict(extractor_scales=()), "non-empty"),
+        (dict(extractor_scales=(16, 32), injection_scales=(8, 16, 32)), "injection_scales"),
+        (dict(head="fpn"), "unknown head"),
+        (dict(injection="cross_attention"), "unknown injection"),
+        (dict(extractor_input="first"), "unknown extractor_input"),
+        (dict(sim_width=0), "sim_width must be a positive int"),
+        (dict(sim_width=12.5), "sim_width must be a positive int"),
+        (dict(pool_stride=48), "multiple of 32"),
+        (dict(depth=-1), "depth"),
+    ],
+)
+def test_bad_configurations_are_rejected(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        meta_model("topformer_tiny", **knobs)
+
+
+def test_bad_model_arguments_are_rejected():
+    with pytest.raises(ValueError, match="num_classes"):
+        meta_model("topformer_tiny", num_classes=0)
+    with pytest.raises(ValueError, match="in_chans"):
+        meta_model("topformer_tiny", in_chans=0)
+    with pytest.raises(ValueError, match="token_rows"):
+        TopFormerConfig("broken", TOPFORMER_CONFIGS["tiny"].rows, (1, 2, 3, 4), 4, 128)
+    with pytest.raises(ValueError, match="input_size"):
+        count_mmcv_flops(meta_model(), (512, 512))
