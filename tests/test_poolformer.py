@@ -1,0 +1,324 @@
+"""MetaFormer / PoolFormer: the token mixer, the norm, the block, the variants, timm's weights, and bad input."""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import lessons
+from lessons.measure import count_macs, count_macs_fvcore, count_params
+from lessons.poolformer import (
+    METAFORMER_CONFIGS,
+    FeatureMapAttention,
+    GroupNorm1,
+    LayerNormChannel,
+    MetaFormer,
+    MetaFormerBlock,
+    MetaFormerConfig,
+    Pooling,
+    SpatialMlp,
+    make_token_mixer,
+)
+
+POOLFORMERS = ["poolformer_s12", "poolformer_s24", "poolformer_s36", "poolformer_m36", "poolformer_m48"]
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return lessons.create_model(name, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------- token mixers
+
+
+def test_pool_mixer_is_zero_on_constant_input():
+    x = torch.full((2, 8, 9, 7), 3.25)
+    assert torch.allclose(Pooling(3)(x), torch.zeros_like(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("pool_size", [3, 5, 7])
+def test_pooling_excludes_padding_so_a_constant_image_stays_constant_at_the_borders(pool_size):
+    x = torch.full((1, 2, 10, 10), 2.0)
+    pooled = Pooling(pool_size).pool(x)
+    assert torch.allclose(pooled, x, atol=1e-6)  # with zero padding counted the corners would be 4/9 * 2
+
+
+def test_pool_mixer_is_average_minus_input():
+    x = torch.randn(2, 4, 6, 6)
+    # the centre pixel of a 3x3 window: its 9 neighbours' mean, minus itself
+    expected = x[..., 1:4, 1:4].mean(dim=(-2, -1)) - x[..., 2, 2]
+    assert torch.allclose(Pooling(3)(x)[..., 2, 2], expected, atol=1e-6)
+    assert Pooling(5)(x).shape == x.shape
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2, 4, 3.0, True, "3"])
+def test_pool_size_must_be_a_positive_odd_int(bad):
+    with pytest.raises(ValueError, match="positive odd int"):
+        Pooling(bad)
+    with pytest.raises(ValueError, match="positive odd int"):
+        lessons.create_model("poolformer_s12", pool_size=bad)
+
+
+def test_unknown_mixer_lists_the_allowed_names():
+    with pytest.raises(ValueError, match="'pooling', 'identity', 'attention', 'spatial_mlp'"):
+        make_token_mixer("conv")
+    with pytest.raises(ValueError, match="unknown token mixer 'conv'"):
+        MetaFormerConfig("x", (2, 2, 6, 2), (64, 128, 320, 512), mixers=("pooling", "conv", "pooling", "pooling"))
+
+
+def test_attention_mixer_keeps_the_map_shape_with_32_channel_heads_and_no_qkv_bias():
+    mixer = FeatureMapAttention(64)
+    assert mixer.attn.num_heads == 2 and mixer.attn.head_dim == 32 and mixer.attn.qkv.bias is None
+    x = torch.randn(2, 64, 5, 3)
+    assert mixer(x).shape == x.shape
+    # every position sees every other: changing one pixel changes the output everywhere
+    y = x.clone()
+    y[..., 0, 0] += 1.0
+    assert (mixer(y) - mixer(x)).abs().amax(dim=1).min() > 0
+
+
+def test_spatial_mlp_mixes_positions_and_rejects_other_sizes():
+    mixer = SpatialMlp((4, 4))
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        mixer.fc.weight.copy_(torch.eye(16).flip(0))  # reverse the order of the 16 positions
+    assert torch.equal(mixer(x), x.flatten(2).flip(-1).reshape(x.shape))
+    with pytest.raises(ValueError, match="built for 4x4"):
+        mixer(torch.randn(1, 3, 5, 5))
+
+
+# ---------------------------------------------------------------------------------------------------- norms, block
+
+
+def test_groupnorm1_equals_groupnorm_one_group_and_normalizes_over_c_h_w():
+    torch.manual_seed(0)
+    norm, reference = GroupNorm1(6), nn.GroupNorm(1, 6)
+    nn.init.normal_(norm.weight), nn.init.normal_(norm.bias)
+    reference.load_state_dict(norm.state_dict())
+    x = torch.randn(3, 6, 5, 4) * 4 + 2
+    assert torch.equal(norm(x), reference(x))
+    plain = GroupNorm1(6)(x)  # weight 1, bias 0: zero mean and unit variance per sample over C, H, W together
+    assert torch.allclose(plain.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(plain.var(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3)
+    assert not torch.allclose(plain.mean(dim=1), torch.zeros(3, 5, 4), atol=1e-2)  # ... not per position (LayerNorm)
+
+
+def test_layernorm_channel_normalizes_each_position_over_channels():
+    x = torch.randn(2, 8, 3, 3) * 3 + 1
+    y = LayerNormChannel(8)(x)
+    assert torch.allclose(y.mean(dim=1), torch.zeros(2, 3, 3), atol=1e-5)
+    assert torch.allclose(y, nn.functional.layer_norm(x.permute(0, 2, 3, 1), (8,)).permute(0, 3, 1, 2), atol=1e-6)
+
+
+def test_block_with_identity_mixer_and_zero_layer_scale_is_the_identity():
+    block = MetaFormerBlock(16, make_token_mixer("identity"), layer_scale_init=0.0).eval()
+    x = torch.randn(2, 16, 7, 7)
+    assert torch.equal(block(x), x)
+
+
+def test_block_is_residual_mixer_then_residual_mlp():
+    torch.manual_seed(0)
+    block = MetaFormerBlock(8, make_token_mixer("pooling"), layer_scale_init=0.5).eval()
+    x = torch.randn(2, 8, 6, 6)
+    y = x + 0.5 * block.token_mixer(block.norm1(x))
+    assert torch.allclose(block(x), y + 0.5 * block.mlp(block.norm2(y)), atol=1e-6)
+
+
+def test_mixer_is_a_constructor_argument():
+    built = []
+
+    def my_mixer(dim):
+        built.append(dim)
+        return nn.Identity()
+
+    MetaFormerBlock(24, my_mixer)
+    assert built == [24]
+    with pytest.raises(TypeError, match="callable"):
+        MetaFormerBlock(24, "pooling")
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+
+
+@pytest.mark.parametrize("name,depths,dims,ls", [
+    ("poolformer_s12", (2, 2, 6, 2), (64, 128, 320, 512), 1e-5),
+    ("poolformer_s24", (4, 4, 12, 4), (64, 128, 320, 512), 1e-5),
+    ("poolformer_s36", (6, 6, 18, 6), (64, 128, 320, 512), 1e-6),
+    ("poolformer_m36", (6, 6, 18, 6), (96, 192, 384, 768), 1e-6),
+    ("poolformer_m48", (8, 8, 24, 8), (96, 192, 384, 768), 1e-6),
+])
+def test_each_variant_has_the_papers_depths_dims_and_layer_scale(name, depths, dims, ls):
+    model = meta_model(name)
+    assert tuple(len(stage.blocks) for stage in model.stages) == depths
+    assert tuple(stage.blocks[0].norm1.num_channels for stage in model.stages) == dims
+    assert all(isinstance(b.token_mixer, Pooling) for s in model.stages for b in s.blocks)
+    assert all(isinstance(b.norm1, GroupNorm1) for s in model.stages for b in s.blocks)
+    assert model.config.layer_scale_init == ls
+    assert (model.stem.kernel_size, model.stem.stride, model.stem.padding) == ((7, 7), (4, 4), (2, 2))
+    down = model.stages[1].downsample
+    assert (down.kernel_size, down.stride, down.padding) == ((3, 3), (2, 2), (1, 1))
+    assert isinstance(model.stages[0].downsample, nn.Identity)  # the stem already embedded the patches
+
+
+def test_layer_scale_starts_at_its_init_value_and_drop_path_rises_linearly():
+    config = MetaFormerConfig("tiny", (1, 1, 2, 1), (8, 8, 16, 16), layer_scale_init=1e-6)
+    model = MetaFormer(config, num_classes=0, drop_path_rate=0.3)
+    scales = torch.cat([b.layer_scale2.scale for s in model.stages for b in s.blocks])
+    assert torch.equal(scales, torch.full_like(scales, 1e-6))
+    rates = [b.drop_path1.drop_prob for s in model.stages for b in s.blocks]
+    assert rates == pytest.approx([0.0, 0.075, 0.15, 0.225, 0.3])  # 0.3 * block index / (5 - 1)
+
+
+@pytest.mark.parametrize("name", POOLFORMERS)
+def test_exact_params_equal_timms(name):
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False)
+    assert count_params(meta_model(name)) == count_params(reference)
+
+
+def test_stage_shapes_at_224():
+    outs = meta_model("poolformer_s12").forward_stages(torch.empty(1, 3, 224, 224, device="meta"))
+    assert [tuple(o.shape[1:]) for o in outs] == [(64, 56, 56), (128, 28, 28), (320, 14, 14), (512, 7, 7)]
+
+
+def test_hybrid_has_attention_in_stages_3_and_4_only():
+    model = meta_model("metaformer_ppaa_s12")
+    kinds = [{type(b.token_mixer) for b in stage.blocks} for stage in model.stages]
+    assert kinds == [{Pooling}, {Pooling}, {FeatureMapAttention}, {FeatureMapAttention}]
+    # as the official metaformer_ppaa_s12_224: channel LayerNorm, and a learned 14x14 position embedding at stage 3
+    assert isinstance(model.stages[0].blocks[0].norm1, LayerNormChannel)
+    assert model.stages[2].pos_embed.pos_embed.shape == (1, 320, 14, 14)
+    assert [isinstance(s.pos_embed, nn.Identity) for s in model.stages] == [True, True, False, True]
+
+
+def test_identity_and_spatial_mlp_variants():
+    ident = meta_model("metaformer_id_s12")
+    assert all(isinstance(b.token_mixer, nn.Identity) for s in ident.stages for b in s.blocks)
+    assert count_params(ident) == count_params(meta_model("poolformer_s12"))  # pooling has no parameters
+    ppff = meta_model("metaformer_ppff_s12")
+    assert [type(s.blocks[0].token_mixer) for s in ppff.stages] == [Pooling, Pooling, SpatialMlp, SpatialMlp]
+    assert count_params(ppff) - count_params(ident) == 6 * 196**2 + 2 * 49**2  # Linear(N, N), N = 14*14 and 7*7
+
+
+def test_hybrids_run_at_224():
+    x = torch.empty(1, 3, 224, 224, device="meta")
+    for name in ("metaformer_ppaa_s12", "metaformer_ppff_s12", "metaformer_pppa_s12", "metaformer_pppf_s12"):
+        assert meta_model(name, num_classes=10).eval()(x).shape == (1, 10)
+
+
+def test_official_head_norms_the_map_then_pools_and_timms_pools_then_norms():
+    torch.manual_seed(0)
+    official = MetaFormer(MetaFormerConfig("tiny", (1, 1, 1, 1), (8, 8, 8, 16)), num_classes=5).eval()
+    timm_style = MetaFormer(MetaFormerConfig("tiny", (1, 1, 1, 1), (8, 8, 8, 16), head_style="timm"), 5).eval()
+    with torch.no_grad():
+        official.head_norm.weight.normal_(), official.head_norm.bias.normal_()
+    timm_style.load_state_dict(official.state_dict())  # same parameter names and shapes
+    feats = torch.randn(2, 16, 7, 7) * 3
+    norm = official.head_norm
+    expected = official.fc(nn.functional.group_norm(feats, 1, norm.weight, norm.bias).mean(dim=(2, 3)))
+    assert torch.allclose(official.forward_head(feats), expected, atol=1e-5)
+    pooled = nn.functional.layer_norm(feats.mean(dim=(2, 3)), (16,), norm.weight, norm.bias, eps=1e-6)
+    assert torch.allclose(timm_style.forward_head(feats), official.fc(pooled), atol=1e-5)
+    assert not torch.allclose(timm_style.forward_head(feats), expected, atol=1e-2)
+    with pytest.raises(ValueError, match="unknown head_style 'keras'"):
+        MetaFormerConfig("tiny", (1, 1, 1, 1), (8, 8, 8, 16), head_style="keras")
+
+
+# ---------------------------------------------------------------------------------------------------- timm weights
+
+
+def _random_timm(name: str) -> nn.Module:
+    """timm's model with random weights, drawn directly (no init pass): realistic scales, nothing trivially small."""
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    model = model.to_empty(device="cpu").eval()  # PoolFormer has no buffers, only parameters to fill
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "layer_scale" in pname:  # 1e-5 at init would hide a wrong mixer or MLP; make every branch count
+                p.uniform_(0.5, 1.5)
+            elif "norm" in pname and pname.endswith("weight"):
+                p.normal_(1.0, 0.1)
+            elif p.ndim == 1:  # biases
+                p.normal_(0.0, 0.02)
+            else:  # conv / linear weights, fan-in scaled so activations keep their size
+                p.normal_(0.0, p[0].numel() ** -0.5)
+    return model
+
+
+@pytest.mark.parametrize("name", ["poolformer_s12", "poolformer_m36"])
+def test_from_timm_gives_equal_outputs(name):
+    reference = _random_timm(name)
+    ours = lessons.from_timm(reference)
+    assert isinstance(ours, MetaFormer) and not ours.training
+    x = torch.randn(2, 3, 64, 64)  # any size: PoolFormer has no fixed-size part
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert expected.abs().max() > 1.0  # the check is not trivially about near-zero logits
+    assert (got - expected).abs().max() <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------- MACs rule
+
+
+def test_fvcore_rule_adds_norms_and_adaptive_pooling_but_not_the_pooling_mixer():
+    layers = {
+        "group_norm": (nn.GroupNorm(1, 4), 5), "layer_norm": (LayerNormChannel(4), 5),
+        "batch_norm": (nn.BatchNorm2d(4), 2), "adaptive_pool": (nn.AdaptiveAvgPool2d(1), 1),
+        "pooling_mixer": (Pooling(3), 0), "gelu": (nn.GELU(), 0),
+    }
+    for name, (layer, per_element) in layers.items():
+        assert count_macs_fvcore(layer, (2, 4, 6, 6)) == per_element * 2 * 4 * 6 * 6, name
+    upsample = nn.Upsample(scale_factor=2, mode="bilinear")
+    assert count_macs_fvcore(upsample, (1, 4, 6, 6)) == 4 * 4 * 12 * 12  # 4 per output element
+    conv = nn.Conv2d(4, 8, 3, padding=1)  # a conv counts the same in both rules
+    assert count_macs_fvcore(conv, (1, 4, 6, 6)) == count_macs(conv, (1, 4, 6, 6)) == 8 * 4 * 9 * 36
+
+
+def test_fvcore_rule_reproduces_fvcores_count_of_timms_poolformer_s12():
+    with torch.device("meta"):
+        reference = timm.create_model("poolformer_s12", pretrained=False)
+    # fvcore 0.1.5 FlopCountAnalysis(timm poolformer_s12, 1x3x224x224).total(), as sail-sg/poolformer's
+    # misc/mac_count_with_fvcore.py runs it (measured once with fvcore installed; fvcore is not a dependency)
+    assert count_macs_fvcore(reference, (3, 224, 224)) == 1_822_580_736
+    assert count_macs_fvcore(meta_model("poolformer_s12"), (3, 224, 224)) == 1_822_555_648  # mean, not adaptive pool
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("field,bad", [
+    ("depths", (2, 2, 6)), ("depths", (2, 2, 0, 2)), ("depths", (2, 2, 6.0, 2)), ("depths", 12),
+    ("dims", (64, 128, 320)), ("dims", (64, -128, 320, 512)), ("dims", (64, 128, 320, 512, 640)),
+])
+def test_bad_depths_or_dims(field, bad):
+    kwargs = {"depths": (2, 2, 6, 2), "dims": (64, 128, 320, 512), field: bad}
+    with pytest.raises(ValueError, match=f"{field} must be 4 positive ints"):
+        MetaFormerConfig("bad", **kwargs)
+
+
+def test_wrong_input_channels():
+    model = meta_model("poolformer_s12")
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        model(torch.empty(1, 1, 64, 64, device="meta"))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        model(torch.empty(3, 64, 64, device="meta"))
+    with pytest.raises(ValueError, match="in_chans must be a positive int"):
+        meta_model("poolformer_s12", in_chans=0)
+
+
+def test_fixed_size_parts_reject_other_input_sizes():
+    with pytest.raises(ValueError, match="built for 224x224"):
+        meta_model("metaformer_ppff_s12")(torch.empty(1, 3, 256, 256, device="meta"))
+    with pytest.raises(ValueError, match="built for 224x224"):
+        meta_model("metaformer_ppaa_s12")(torch.empty(1, 3, 192, 192, device="meta"))
+    with pytest.raises(ValueError, match="give img_size"):
+        MetaFormerConfig("x", (1, 1, 1, 1), (32, 32, 32, 32), mixers=("spatial_mlp",) * 4)
+    # built for another size, it runs at that size
+    model = meta_model("metaformer_ppff_s12", img_size=256, num_classes=3).eval()
+    assert model(torch.empty(1, 3, 256, 256, device="meta")).shape == (1, 3)
+
+
+def test_every_config_is_registered_and_every_poolformer_converts_from_timm():
+    assert set(METAFORMER_CONFIGS) <= set(lessons.list_models())
+    assert set(POOLFORMERS) <= set(lessons.timm_architectures())
