@@ -1,0 +1,78 @@
+"""SeaFormer's numbers (Wan et al., ICLR 2023), as claims.
+
+Parameters and ImageNet FLOPs are from the official README tables (root README.md, seaformer-cls/README.md,
+seaformer-seg/README.md of fudan-zvg/SeaFormer). Counting rules: the ImageNet FLOPs were counted with fvcore (the
+``__main__`` of ``seaformer-cls/seaformer.py``) and match our exact count (conv + matmul multiply-adds). The ADE20K
+FLOPs come from mmcv's ``get_model_complexity_info`` (``seaformer-seg/tools/get_flops.py``), which hooks modules:
+it adds every BatchNorm and ReLU element and misses the functional attention matmuls and interpolations. So each
+segmentation FLOPs number is claimed under both rules; the mmcv rule is :class:`lessons.topformer.MmcvFlopCounter`.
+"""
+
+from __future__ import annotations
+
+from .core import Claim, params_claim, register_claims, rounding_tolerance
+from .topformer import costs  # one meta forward pass gives parameters, exact and mmcv-rule FLOPs (cached)
+
+FAMILY = "seaformer"
+CLS = "SeaFormer README, ImageNet-1K table (224x224)"
+SEG = "SeaFormer seaformer-seg/README.md, ADE20K table (512x512)"
+
+_VARIANTS = (("tiny", "Tiny"), ("small", "Small"), ("base", "Base"), ("large", "Large"))
+_CLS = {"tiny": (1.8, 0.1), "small": (4.1, 0.2), "base": (8.7, 0.3), "large": (14.0, 1.2)}  # params M, FLOPs G
+_SEG = {"tiny": (1.7, 0.6), "small": (4.0, 1.1), "base": (8.6, 1.8), "large": (14.0, 6.5)}
+
+EXACT_RULE = {
+    "small": "counted exactly (conv + matmul multiply-adds) Small has 1.03G; the README used mmcv's get_flops, which "
+             "also counts every BatchNorm and ReLU element and skips the attention matmuls: 1.09G under that rule "
+             "(row below), which rounds to the README's 1.1G",
+    "large": "counted exactly Large has 6.34G; under mmcv's rule (BN and ReLU elements in, attention matmuls out), "
+             "which the README used, 6.53G (row below), which rounds to the README's 6.5G",
+}
+
+
+def exact_claim(
+    id: str, source: str, what: str, paper: float, model: str, input_size: tuple[int, ...],
+    discrepancy: str | None = None,
+) -> Claim:
+    """A README FLOPs number (multiply-adds, in G) checked against the exact count (conv + matmul multiply-adds)."""
+    return Claim(
+        id, FAMILY, source, what, paper, "G", rounding_tolerance(1),
+        lambda: costs(model, tuple(input_size))[1] / 2 / 1e9, discrepancy,
+    )
+
+
+def mmcv_claim(id: str, source: str, what: str, paper: float, model: str, input_size: tuple[int, ...]) -> Claim:
+    """A README FLOPs number checked under the rule the README used (mmcv's get_flops), in G."""
+    return Claim(
+        id, FAMILY, source, what, paper, "G", rounding_tolerance(1),
+        lambda: costs(model, tuple(input_size))[2] / 1e9,
+    )
+
+
+claims: list[Claim] = []
+for key, label in _VARIANTS:
+    params, flops = _CLS[key]
+    claims.append(params_claim(
+        f"seaformer.{key}_cls.params", FAMILY, CLS, f"SeaFormer-{label} ImageNet parameters", params,
+        f"seaformer_{key}_cls",
+    ))
+    claims.append(exact_claim(
+        f"seaformer.{key}_cls.flops", CLS, f"SeaFormer-{label} ImageNet FLOPs at 224x224, exact count", flops,
+        f"seaformer_{key}_cls", (3, 224, 224),
+    ))
+for key, label in _VARIANTS:
+    params, flops = _SEG[key]
+    claims.append(params_claim(
+        f"seaformer.{key}.params", FAMILY, SEG, f"SeaFormer-{label} + LightHead parameters (150 classes)", params,
+        f"seaformer_{key}",
+    ))
+    claims.append(exact_claim(
+        f"seaformer.{key}.flops_exact", SEG, f"SeaFormer-{label} + LightHead FLOPs at 512x512, exact count",
+        flops, f"seaformer_{key}", (3, 512, 512), discrepancy=EXACT_RULE.get(key),
+    ))
+    claims.append(mmcv_claim(
+        f"seaformer.{key}.flops_mmcv", SEG, f"SeaFormer-{label} + LightHead FLOPs at 512x512, mmcv's rule", flops,
+        f"seaformer_{key}", (3, 512, 512),
+    ))
+
+register_claims(claims)

@@ -1,0 +1,601 @@
+"""SeaFormer (Wan et al., ICLR 2023, arXiv 2301.13156): squeeze-enhanced axial attention for mobile segmentation.
+
+Full self-attention over an H x W map costs (HW)^2; SeaFormer's answer is to *squeeze* the map first. The queries,
+keys and values are averaged along each row (a column vector of length H) and along each column (a row vector of
+length W); attention runs on those two short sequences, so its cost grows like H^2 + W^2 instead of (HW)^2. The
+result, broadcast back over the map, is global along both axes. A depthwise-conv "detail" branch keeps the local
+information the squeeze throws away, and a hard-sigmoid gate built from the global branch scales it.
+
+The network is TopFormer's recipe (a MobileNetV2 pyramid with a BatchNorm transformer on the coarse end) with SEA
+attention in place of full attention and a "light head" that multiplies the 1/8 detail map by gates computed from
+the coarse, global maps. Configurations follow the official code (fudan-zvg/SeaFormer):
+``seaformer-seg/mmseg/models/backbones/seaformer.py``, ``decode_heads/light_head.py``,
+``local_configs/seaformer/seaformer_{tiny,small,base,large}.py`` and ``seaformer-cls/seaformer.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import (
+    ActLayer, ConvBN, ConvNormAct, DepthwiseConvMlp, DropPath, HardSigmoid, InvertedResidual, drop_path_rates,
+    resize_to,
+)
+from .registry import register_model
+from .topformer import init_topformer_weights
+
+# --------------------------------------------------------------------------------------------------------------------
+# The pieces of SEA attention (the paper's "squeeze-enhanced Axial attention"; official ``Sea_Attention``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def squeeze_rows(x: torch.Tensor) -> torch.Tensor:
+    """Squeeze along the width: [B, C, H, W] -> [B, C, H], the mean of each row (the paper's q_(h)).
+
+    One token per row remains, and it summarises the whole row, so attention between these H tokens is attention
+    between whole rows ("vertical" global context).
+    """
+    return x.mean(dim=-1)
+
+
+def squeeze_columns(x: torch.Tensor) -> torch.Tensor:
+    """Squeeze along the height: [B, C, H, W] -> [B, C, W], the mean of each column (the paper's q_(v))."""
+    return x.mean(dim=-2)
+
+
+class SqueezeAxialPositionalEmbedding(nn.Module):
+    """A learnable positional embedding for a squeezed axis, [1, dim, 16], linearly resized to the axis length.
+
+    Source: official ``SqueezeAxialPositionalEmbedding`` (length 16, ``F.interpolate(mode='linear',
+    align_corners=False)``). Squeezing averages positions away; this puts back *where* along the axis a row or column
+    is, and linear interpolation lets the same 16 numbers per channel serve a 16-pixel axis (a 512 image at 1/32) or
+    any other length.
+    """
+
+    def __init__(self, dim: int, length: int = 16) -> None:
+        super().__init__()
+        if dim < 1 or length < 1:
+            raise ValueError(f"dim and length must be positive, got dim={dim}, length={length}")
+        self.pos_embed = nn.Parameter(torch.randn(1, dim, length))  # official init: standard normal
+
+    def embedding(self, length: int) -> torch.Tensor:
+        """The embedding resized to ``length`` positions: [1, dim, length]."""
+        return F.interpolate(self.pos_embed, size=length, mode="linear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[1] != self.pos_embed.shape[1]:
+            raise ValueError(
+                f"expected a squeezed axis [B, {self.pos_embed.shape[1]}, N], got shape {tuple(x.shape)}"
+            )
+        return x + self.embedding(x.shape[-1])
+
+
+def squeeze_axial_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float | None = None
+) -> torch.Tensor:
+    """Multi-head attention along one squeezed axis: q, k [B, h*dk, N], v [B, h*dv, N] -> [B, h*dv, N].
+
+    softmax(q^T k * scale) v per head, with ``scale = dk ** -0.5`` by default (official
+    ``self.scale = key_dim ** -0.5``, applied to both axes). Channels are laid out head-major, as the official reshape
+    ``[B, h, d, N]`` assumes. N is H (rows) or W (columns), so the attention matrix is only N x N.
+    """
+    batch, qk_chs, length = q.shape
+    if k.shape != q.shape or v.shape[0] != batch or v.shape[-1] != length:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not match")
+    if qk_chs % num_heads or v.shape[1] % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the q/k channels {qk_chs} and v channels {v.shape[1]}")
+    key_dim = qk_chs // num_heads
+    scale = key_dim**-0.5 if scale is None else scale
+    q = q.reshape(batch, num_heads, key_dim, length).transpose(-2, -1)  # [B, h, N, dk]
+    k = k.reshape(batch, num_heads, key_dim, length)  # [B, h, dk, N]
+    v = v.reshape(batch, num_heads, -1, length).transpose(-2, -1)  # [B, h, N, dv]
+    weights = (q @ k * scale).softmax(dim=-1)  # [B, h, N, N]
+    out = weights @ v  # [B, h, N, dv]
+    return out.transpose(-2, -1).reshape(batch, -1, length)
+
+
+class SeaAttentionParts(NamedTuple):
+    """The intermediate results of :class:`SeaAttention`, for teaching and testing."""
+
+    detail: torch.Tensor  # the detail-enhancement branch, [B, C, H, W]
+    row: torch.Tensor  # attention between rows after its projection, [B, h*dv, H, 1]
+    column: torch.Tensor  # attention between columns after its projection, [B, h*dv, 1, W]
+    gate: torch.Tensor  # hard_sigmoid(proj(v + row + column)), [B, C, H, W]
+
+
+class SeaAttention(nn.Module):
+    """Squeeze-enhanced axial attention (the paper's SEA attention and its figure of the SeaFormer layer; official
+    ``Sea_Attention``).
+
+    1. q, k = ConvBN 1x1 (C -> h*dk); v = ConvBN 1x1 (C -> h*dv), dv = ``attn_ratio`` * dk.
+    2. Detail enhancement: ConvBN(PW) o act o ConvBN(DW 3x3) on concat(q, k, v) -> C channels.
+    3. Row branch: squeeze q, k, v along the width, add the positional embeddings to q and k, attend between the H
+       rows, then act -> ConvBN 1x1 (BN weight 0). Column branch: the same along the height, between the W columns.
+    4. out = hard_sigmoid(ConvBN(act(v + row + column))) * detail; row and column broadcast over the map.
+
+    ``stride=2`` is PP-MobileSeg's *strided* SEA attention (StrideFormer, paper §2.1): a depthwise 3x3 stride-2 conv
+    (with bias) + BN first, attention at half resolution (a quarter of the cost), and a bilinear upsample back.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        key_dim: int,
+        num_heads: int,
+        attn_ratio: float = 2.0,
+        act_layer: ActLayer = nn.ReLU6,
+        stride: int = 1,
+        pos_embed_length: int = 16,
+    ) -> None:
+        super().__init__()
+        for label, value in (("dim", dim), ("key_dim", key_dim), ("num_heads", num_heads)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive int, got {value!r}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 (SeaFormer) or 2 (StrideFormer), got {stride!r}")
+        value_dim = int(attn_ratio * key_dim)
+        if value_dim < 1:
+            raise ValueError(f"attn_ratio * key_dim must be at least 1, got {attn_ratio} * {key_dim}")
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.scale = key_dim**-0.5  # official Sea_Attention; TopFormer's code omits it, SeaFormer's applies it
+        qk_chs, v_chs = num_heads * key_dim, num_heads * value_dim
+        self.stride = stride
+        # strided attention: official StrideFormer Sea_Attention.stride_conv (Conv2D keeps Paddle's default bias)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(dim, dim, 3, 2, 1, groups=dim, bias=True), nn.BatchNorm2d(dim))
+            if stride == 2 else None
+        )
+        self.to_q = ConvBN(dim, qk_chs)
+        self.to_k = ConvBN(dim, qk_chs)
+        self.to_v = ConvBN(dim, v_chs)
+        # detail enhancement on the concatenation (2*h*dk + h*dv channels; = 2*h*dv in the official configs)
+        detail_chs = 2 * qk_chs + v_chs
+        self.detail_dw = ConvBN(detail_chs, detail_chs, 3, groups=detail_chs)
+        self.detail_act = act_layer()
+        self.detail_pw = ConvBN(detail_chs, dim)
+        self.pos_embed_row_q = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+        self.pos_embed_row_k = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+        self.pos_embed_col_q = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+        self.pos_embed_col_k = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+        # the projections after attention start at zero (BN weight 0, official bn_weight_init=0)
+        self.proj_row = nn.Sequential(act_layer(), ConvBN(v_chs, v_chs, bn_weight_init=0.0))
+        self.proj_col = nn.Sequential(act_layer(), ConvBN(v_chs, v_chs, bn_weight_init=0.0))
+        self.proj = nn.Sequential(act_layer(), ConvBN(v_chs, dim, bn_weight_init=0.0))
+        self.gate = HardSigmoid()  # ReLU6(x + 3) / 6, the official h_sigmoid; the paper's figure says "sigmoid"
+
+    def parts(self, x: torch.Tensor) -> SeaAttentionParts:
+        """Everything but the final product (and, when strided, the upsample): see :class:`SeaAttentionParts`."""
+        if self.downsample is not None:
+            x = self.downsample(x)
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        detail = self.detail_pw(self.detail_act(self.detail_dw(torch.cat([q, k, v], dim=1))))
+
+        row = squeeze_axial_attention(
+            self.pos_embed_row_q(squeeze_rows(q)), self.pos_embed_row_k(squeeze_rows(k)), squeeze_rows(v),
+            self.num_heads, self.scale,
+        )  # [B, h*dv, H]
+        column = squeeze_axial_attention(
+            self.pos_embed_col_q(squeeze_columns(q)), self.pos_embed_col_k(squeeze_columns(k)),
+            squeeze_columns(v), self.num_heads, self.scale,
+        )  # [B, h*dv, W]
+        row = self.proj_row(row.unsqueeze(-1))  # [B, h*dv, H, 1]
+        column = self.proj_col(column.unsqueeze(-2))  # [B, h*dv, 1, W]
+        # broadcasting adds the row context to every column and the column context to every row
+        gate = self.gate(self.proj(v + (row + column)))
+        return SeaAttentionParts(detail, row, column, gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self.parts(x)
+        out = parts.gate * parts.detail
+        if self.downsample is not None:
+            out = resize_to(out, x.shape[-2:])
+        return out
+
+
+class SeaFormerBlock(nn.Module):
+    """One SeaFormer layer (the paper's SeaFormer layer, official ``Block``): x + SEA(x), then x + MLP(x).
+
+    BatchNorm throughout, no LayerNorm. The MLP is TopFormer's (1x1 ConvBN -> DW 3x3 -> ReLU6 -> 1x1 ConvBN), shared in :mod:`lessons.layers`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        key_dim: int,
+        num_heads: int,
+        mlp_ratio: float = 2.0,
+        attn_ratio: float = 2.0,
+        act_layer: ActLayer = nn.ReLU6,
+        drop_path: float = 0.0,
+        attn_stride: int = 1,
+    ) -> None:
+        super().__init__()
+        self.attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, act_layer, stride=attn_stride)
+        self.mlp = DepthwiseConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The network (official SeaFormer backbone; configs local_configs/seaformer/*.py and seaformer-cls/seaformer.py)
+# --------------------------------------------------------------------------------------------------------------------
+
+MV2Row = tuple[int, int, int, int]  # kernel k, expansion t, output channels c, stride s (official cfg rows)
+
+
+@dataclass(frozen=True)
+class SeaFormerConfig:
+    """A SeaFormer variant, as the official configs write it.
+
+    ``stages`` are the MobileNetV2 stages cfg1..cfg5 (the stem is a 3x3 stride-2 conv before cfg1); the SEA
+    transformer stages follow the *last* ``len(depths)`` MobileNetV2 stages, with widths ``embed_dims``.
+    ``head_*`` describe the LightHead: one fusion block per transformer stage, widths ``head_embed_dims``.
+    """
+
+    name: str
+    stages: tuple[tuple[MV2Row, ...], ...]
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    key_dims: tuple[int, ...]
+    num_heads: int
+    head_embed_dims: tuple[int, ...]
+    mlp_ratios: tuple[float, ...] = (2.0, 4.0)  # SeaFormer defaults; Large overrides
+    attn_ratio: float = 2.0  # dv = 2 dk (official attn_ratios=2)
+    stem_channels: int = 16
+    detail_stage: int = 1  # cfg2's output (1/8) is the head's detail map (official `if i == 1`)
+
+    def __post_init__(self) -> None:
+        n_trans = len(self.depths)
+        if not self.stages or any(not stage for stage in self.stages):
+            raise ValueError("a SeaFormer needs at least one MobileNetV2 stage, each with at least one row")
+        if not (len(self.embed_dims) == len(self.key_dims) == len(self.mlp_ratios) == n_trans):
+            raise ValueError(
+                f"embed_dims {self.embed_dims}, key_dims {self.key_dims} and mlp_ratios {self.mlp_ratios} need one "
+                f"entry per transformer stage ({n_trans})"
+            )
+        if n_trans > len(self.stages) - self.detail_stage - 1:
+            raise ValueError(f"{n_trans} transformer stages do not fit after the detail stage {self.detail_stage}")
+        for i, dim in enumerate(self.embed_dims):
+            out_chs = self.stages[len(self.stages) - n_trans + i][-1][2]
+            if dim != out_chs:
+                raise ValueError(f"embed_dims[{i}]={dim} must equal the channels of the stage it follows ({out_chs})")
+        if len(self.head_embed_dims) != n_trans:
+            raise ValueError(f"head_embed_dims needs one width per transformer stage ({n_trans})")
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        """Output channels of each MobileNetV2 stage."""
+        return tuple(stage[-1][2] for stage in self.stages)
+
+    @property
+    def total_stride(self) -> int:
+        """The stride of the coarsest feature map (64 for every official variant)."""
+        return 2 * math.prod(row[3] for stage in self.stages for row in stage)
+
+
+SEAFORMER_CONFIGS: dict[str, SeaFormerConfig] = {
+    "tiny": SeaFormerConfig(
+        "tiny",
+        stages=(
+            ((3, 1, 16, 1), (3, 4, 16, 2), (3, 3, 16, 1)),
+            ((5, 3, 32, 2), (5, 3, 32, 1)),
+            ((3, 3, 64, 2), (3, 3, 64, 1)),
+            ((5, 3, 128, 2),),
+            ((3, 6, 160, 2),),
+        ),
+        embed_dims=(128, 160), depths=(2, 2), key_dims=(16, 24), num_heads=4, head_embed_dims=(64, 96),
+    ),
+    "small": SeaFormerConfig(
+        "small",
+        stages=(
+            ((3, 1, 16, 1), (3, 4, 24, 2), (3, 3, 24, 1)),
+            ((5, 3, 48, 2), (5, 3, 48, 1)),
+            ((3, 3, 96, 2), (3, 3, 96, 1)),
+            ((5, 4, 160, 2),),
+            ((3, 6, 192, 2),),
+        ),
+        embed_dims=(160, 192), depths=(3, 3), key_dims=(16, 24), num_heads=6, head_embed_dims=(96, 128),
+    ),
+    "base": SeaFormerConfig(
+        "base",
+        stages=(
+            ((3, 1, 16, 1), (3, 4, 32, 2), (3, 3, 32, 1)),
+            ((5, 3, 64, 2), (5, 3, 64, 1)),
+            ((3, 3, 128, 2), (3, 3, 128, 1)),
+            ((5, 4, 192, 2),),
+            ((3, 6, 256, 2),),
+        ),
+        embed_dims=(192, 256), depths=(4, 4), key_dims=(16, 24), num_heads=8, head_embed_dims=(128, 160),
+    ),
+    "large": SeaFormerConfig(
+        "large",
+        stages=(
+            ((3, 3, 32, 1), (3, 4, 64, 2), (3, 4, 64, 1)),
+            ((5, 4, 128, 2), (5, 4, 128, 1)),
+            ((3, 4, 192, 2), (3, 4, 192, 1)),
+            ((5, 4, 256, 2),),
+            ((3, 6, 320, 2),),
+        ),
+        embed_dims=(192, 256, 320), depths=(3, 3, 3), key_dims=(16, 20, 24), num_heads=8,
+        head_embed_dims=(128, 160, 192), mlp_ratios=(2.0, 4.0, 6.0), stem_channels=32,
+    ),
+}
+
+
+def init_seaformer_weights(model: nn.Module) -> None:
+    """The official ``SeaFormer.init_weights``: conv weights ~ N(0, sqrt(2 / fan_out)), BN weight 1 and bias 0,
+    linear weights ~ N(0, 0.01); line for line the same as TopFormer's, so the book keeps it in one place
+    (:func:`lessons.topformer.init_topformer_weights`). Like the official code it resets every BN weight to 1, the
+    zero-initialised projections included; trained weights would overwrite it all.
+    """
+    init_topformer_weights(model)
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+    """Raise a clear error unless ``x`` is a float batch [B, in_chans, H, W] with H, W >= ``min_size``.
+
+    ``min_size`` is the network's total stride: below it the coarsest map (1/64 for SeaFormer) would be computed
+    mostly from zero padding. Any size above works: every stride-2 conv pads k//2 (so it rounds up), and every fusion
+    resizes the coarse map to the size of the finer one.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the network's total stride {min_size}; "
+            f"height and width must be at least {min_size}"
+        )
+
+
+def mv2_stage(rows: Sequence[MV2Row], in_chs: int, act_layer: ActLayer = nn.ReLU) -> nn.Sequential:
+    """A stack of MobileNetV2 blocks from official ``[k, t, c, s]`` rows (``StackedMV2Block``, ReLU activations).
+
+    The hidden width is ``round(in_chs * t)`` exactly as the official ``InvertedResidual`` computes it.
+    """
+    blocks = []
+    for kernel, expand, out_chs, stride in rows:
+        blocks.append(InvertedResidual(
+            in_chs, out_chs, stride, expand, kernel, act_layer=act_layer, hidden_chs=int(round(in_chs * expand)),
+        ))
+        in_chs = out_chs
+    return nn.Sequential(*blocks)
+
+
+class SeaFormer(nn.Module):
+    """The SeaFormer backbone, with the official ImageNet classifier (average pool + linear) when ``num_classes``.
+
+    stem (3x3 s2 conv, ReLU) -> MobileNetV2 stages cfg1..cfg5 (strides 1/4, 1/8, 1/16, 1/32, 1/64) -> SEA
+    transformer stages after the last ``len(depths)`` of them (1/32 and 1/64; Large also 1/16).
+    :meth:`forward_pyramid` returns the head's inputs: [1/8 detail map, output of every transformer stage].
+    """
+
+    def __init__(
+        self, config: SeaFormerConfig, num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
+        act_layer: ActLayer = nn.ReLU6,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        self.config = config
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.stem = ConvNormAct(in_chans, config.stem_channels, 3, stride=2, act_layer=nn.ReLU)
+        stages, in_chs = [], config.stem_channels
+        for rows in config.stages:
+            stages.append(mv2_stage(rows, in_chs))
+            in_chs = rows[-1][2]
+        self.stages = nn.ModuleList(stages)
+        self.first_transformer_stage = len(config.stages) - len(config.depths)
+        self.transformers = nn.ModuleList()
+        for dim, depth, key_dim, mlp_ratio in zip(config.embed_dims, config.depths, config.key_dims, config.mlp_ratios):
+            rates = drop_path_rates(drop_path_rate, depth)  # official: linspace(0, rate, depth) per stage
+            self.transformers.append(nn.Sequential(*[
+                SeaFormerBlock(dim, key_dim, config.num_heads, mlp_ratio, config.attn_ratio, act_layer, rate)
+                for rate in rates
+            ]))
+        self.num_features = in_chs
+        # seaformer-cls/seaformer.py: AdaptiveAvgPool2d(1) then Linear(channels[-1], classes); nothing in between
+        self.fc = nn.Linear(in_chs, num_classes) if num_classes else nn.Identity()
+        init_seaformer_weights(self)
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[detail map at 1/8, output of each transformer stage] (official ``SeaFormer.forward``)."""
+        check_image_batch(x, self.in_chans, self.config.total_stride)
+        outs = []
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i == self.config.detail_stage:
+                outs.append(x)
+            if i >= self.first_transformer_stage:
+                x = self.transformers[i - self.first_transformer_stage](x)
+                outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (1/64)."""
+        return self.forward_pyramid(x)[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class FusionBlock(nn.Module):
+    """LightHead's fusion (the paper's light segmentation head, official ``Fusion_block``).
+
+    out = BN(Conv1x1(local)) * up(gate(BN(Conv1x1(global)))).
+
+    The coarse global map becomes a gate in [0, 1] (hard-sigmoid in SeaFormer's code), is upsampled to the detail
+    map's size and multiplies it. Unlike TopFormer's injection there is no additive term.
+    """
+
+    def __init__(self, local_chs: int, global_chs: int, embed_dim: int, gate: ActLayer = HardSigmoid) -> None:
+        super().__init__()
+        self.local_embedding = ConvBN(local_chs, embed_dim)
+        self.global_act = ConvBN(global_chs, embed_dim)
+        self.gate = gate()
+
+    def forward(self, x_local: torch.Tensor, x_global: torch.Tensor) -> torch.Tensor:
+        gate = self.gate(self.global_act(x_global))
+        return self.local_embedding(x_local) * resize_to(gate, x_local.shape[-2:])
+
+
+class LightHead(nn.Module):
+    """SeaFormer's light segmentation head (official ``LightHead``).
+
+    Fuse the global maps into the 1/8 detail map one after another (coarse context gates fine detail), then a 1x1
+    conv + BN + ReLU (depthwise for every official variant, ``is_dw=True``), dropout 0.1 and a 1x1 classifier.
+    Logits come out at 1/8 of the input.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], embed_dims: Sequence[int], num_classes: int, is_dw: bool = True,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != len(embed_dims) + 1:
+            raise ValueError(
+                f"LightHead needs one input per fusion plus the detail map: {len(in_channels)} inputs for "
+                f"{len(embed_dims)} fusions"
+            )
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.in_channels = tuple(in_channels)
+        self.fusions = nn.ModuleList()
+        local_chs = in_channels[0]
+        for global_chs, embed_dim in zip(in_channels[1:], embed_dims):
+            self.fusions.append(FusionBlock(local_chs, global_chs, embed_dim))
+            local_chs = embed_dim
+        self.channels = local_chs
+        self.linear_fuse = ConvNormAct(local_chs, local_chs, 1, groups=local_chs if is_dw else 1, act_layer=nn.ReLU)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(local_chs, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(features) != len(self.in_channels):
+            raise ValueError(f"LightHead expects {len(self.in_channels)} feature maps, got {len(features)}")
+        for i, (feature, chs) in enumerate(zip(features, self.in_channels)):
+            if feature.shape[1] != chs:
+                raise ValueError(f"feature {i} has {feature.shape[1]} channels, LightHead expects {chs}")
+        x = features[0]
+        for fusion, x_global in zip(self.fusions, features[1:]):
+            x = fusion(x, x_global)
+        return self.classifier(self.dropout(self.linear_fuse(x)))
+
+
+class SeaFormerSeg(nn.Module):
+    """SeaFormer for semantic segmentation: the backbone (no classifier) + :class:`LightHead` (ADE20K: 150 classes).
+
+    :meth:`forward_logits` gives logits at 1/8; :meth:`forward` resizes them (bilinear) to the input size, as
+    mmseg's ``EncoderDecoder`` does at inference.
+    """
+
+    def __init__(
+        self, config: SeaFormerConfig, num_classes: int = 150, in_chans: int = 3, drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.backbone = SeaFormer(config, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path_rate)
+        in_channels = (config.stage_channels[config.detail_stage], *config.embed_dims)
+        self.head = LightHead(in_channels, config.head_embed_dims, num_classes)
+        init_seaformer_weights(self.head)  # a seeded random model then predicts varied classes, as a trained one
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at 1/8 of the input, [B, num_classes, H/8, W/8]."""
+        return self.head(self.backbone.forward_pyramid(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return resize_to(self.forward_logits(x), x.shape[-2:])
+
+
+def _config(variant: str) -> SeaFormerConfig:
+    if variant not in SEAFORMER_CONFIGS:
+        raise ValueError(f"unknown SeaFormer variant {variant!r}; choose from {sorted(SEAFORMER_CONFIGS)}")
+    return SEAFORMER_CONFIGS[variant]
+
+
+def create_seaformer_seg(variant: str, **kwargs) -> SeaFormerSeg:
+    """SeaFormer-``variant`` with the LightHead (``tiny``, ``small``, ``base``, ``large``)."""
+    return SeaFormerSeg(_config(variant), **kwargs)
+
+
+def create_seaformer_cls(variant: str, **kwargs) -> SeaFormer:
+    """SeaFormer-``variant`` for ImageNet classification."""
+    return SeaFormer(_config(variant), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Named variants
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@register_model
+def seaformer_tiny(**kwargs) -> SeaFormerSeg:
+    """SeaFormer-Tiny + LightHead, ADE20K: 1.7M parameters, 0.6G FLOPs at 512x512 (official README)."""
+    return create_seaformer_seg("tiny", **kwargs)
+
+
+@register_model
+def seaformer_small(**kwargs) -> SeaFormerSeg:
+    """SeaFormer-Small + LightHead, ADE20K: 4.0M parameters, 1.1G FLOPs at 512x512."""
+    return create_seaformer_seg("small", **kwargs)
+
+
+@register_model
+def seaformer_base(**kwargs) -> SeaFormerSeg:
+    """SeaFormer-Base + LightHead, ADE20K: 8.6M parameters, 1.8G FLOPs at 512x512."""
+    return create_seaformer_seg("base", **kwargs)
+
+
+@register_model
+def seaformer_large(**kwargs) -> SeaFormerSeg:
+    """SeaFormer-Large + LightHead, ADE20K: 14.0M parameters, 6.5G FLOPs at 512x512."""
+    return create_seaformer_seg("large", **kwargs)
+
+
+@register_model
+def seaformer_tiny_cls(**kwargs) -> SeaFormer:
+    """SeaFormer-Tiny for ImageNet: 1.8M parameters, 0.1G FLOPs at 224x224 (official README)."""
+    return create_seaformer_cls("tiny", **kwargs)
+
+
+@register_model
+def seaformer_small_cls(**kwargs) -> SeaFormer:
+    """SeaFormer-Small for ImageNet: 4.1M parameters, 0.2G FLOPs at 224x224."""
+    return create_seaformer_cls("small", **kwargs)
+
+
+@register_model
+def seaformer_base_cls(**kwargs) -> SeaFormer:
+    """SeaFormer-Base for ImageNet: 8.7M parameters, 0.3G FLOPs at 224x224."""
+    return create_seaformer_cls("base", **kwargs)
+
+
+@register_model
+def seaformer_large_cls(**kwargs) -> SeaFormer:
+    """SeaFormer-Large for ImageNet: 14.0M parameters, 1.2G FLOPs at 224x224."""
+    return create_seaformer_cls("large", **kwargs)
