@@ -65,8 +65,9 @@ chromium:
 
 # ---- the book ------------------------------------------------------------------------------------------------
 
+BOOK_TITLE := book: jupyter-book build (strict) -> _build/html
 book: $(VENV_STAMP) $(VENDOR_STAMP)
-	@$(STEP) "book: jupyter-book build (strict) -> _build/html" $(VENV)/bin/jupyter-book build $(JB_FLAGS) .
+	@$(STEP) "$(BOOK_TITLE)" $(VENV)/bin/jupyter-book build $(JB_FLAGS) .
 
 serve:
 	@test -f _build/html/index.html || { echo "run \`make book\` first"; exit 1; }
@@ -74,6 +75,8 @@ serve:
 
 # ---- tests ---------------------------------------------------------------------------------------------------
 
+# (A target-specific variable applies to the prerequisites too: the build is labelled as step 3 here.)
+test: BOOK_TITLE := 3/4 strict book build: jupyter-book build $(JB_FLAGS) .
 test: unit nbval book site-check
 	@echo
 	@echo "==> make test: all four steps passed (unit, nbval, book build, browser check)"
