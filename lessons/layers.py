@@ -393,3 +393,27 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (height, width) of positive ints, got {size!r}")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int = 1) -> None:
+    """Raise a clear error unless ``x`` is a float image batch ``[B, in_chans, H, W]`` with H, W >= ``min_size``.
+
+    Every model in the book calls this first, so a wrong channel count or a 3-D tensor fails with a message that
+    says what was expected, not deep inside a convolution. ``min_size`` is a network's total stride where smaller
+    inputs would be computed mostly from zero padding (SeaFormer, PP-MobileSeg).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
+    if min(x.shape[-2:]) < max(min_size, 1):
+        if min_size <= 1:
+            raise ValueError(f"height and width must be at least 1, got {tuple(x.shape[-2:])}")
+        raise ValueError(
+            f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the network's total stride {min_size}; "
+            f"height and width must be at least {min_size}"
+        )

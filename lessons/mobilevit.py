@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormAct, InvertedResidual, TransformerEncoderLayer, drop_path_rates
+from .layers import ConvNormAct, check_image_batch, InvertedResidual, TransformerEncoderLayer, drop_path_rates
 from .registry import register_model
 from .timm_convert import register_timm_converter
 
@@ -201,19 +201,9 @@ class MobileViT(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(config.final_channels, num_classes) if num_classes else nn.Identity()
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
-
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of every stage: output strides 2, 4, 8, 16, 32 (stem included in the first)."""
-        self._check_input(x)
+        check_image_batch(x, self.in_chans)
         outs = []
         x = self.stem(x)
         for stage in self.stages:

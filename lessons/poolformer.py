@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, drop_path_rates, output_size
+from .layers import (
+    ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, check_image_batch, drop_path_rates, output_size,
+)
 from .registry import register_model
 from .timm_convert import register_timm_converter
 
@@ -444,14 +446,7 @@ class MetaFormer(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
+        check_image_batch(x, self.in_chans)
         size = self.config.img_size
         if self.config.fixed_size and tuple(x.shape[-2:]) != (size, size):
             raise ValueError(

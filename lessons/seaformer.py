@@ -26,7 +26,7 @@ from torch import nn
 
 from .layers import (
     ActLayer, ConvBN, ConvNormAct, DepthwiseConvMlp, DropPath, HardSigmoid, InvertedResidual, drop_path_rates,
-    resize_to,
+    resize_to, check_image_batch,
 )
 from .registry import register_model
 from .topformer import init_topformer_weights
@@ -340,28 +340,6 @@ def init_seaformer_weights(model: nn.Module) -> None:
     zero-initialised projections included; trained weights would overwrite it all.
     """
     init_topformer_weights(model)
-
-
-def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int) -> None:
-    """Raise a clear error unless ``x`` is a float batch [B, in_chans, H, W] with H, W >= ``min_size``.
-
-    ``min_size`` is the network's total stride: below it the coarsest map (1/64 for SeaFormer) would be computed
-    mostly from zero padding. Any size above works: every stride-2 conv pads k//2 (so it rounds up), and every fusion
-    resizes the coarse map to the size of the finer one.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
-    if x.shape[1] != in_chans:
-        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
-    if min(x.shape[-2:]) < min_size:
-        raise ValueError(
-            f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the network's total stride {min_size}; "
-            f"height and width must be at least {min_size}"
-        )
 
 
 def mv2_stage(rows: Sequence[MV2Row], in_chs: int, act_layer: ActLayer = nn.ReLU) -> nn.Sequential:

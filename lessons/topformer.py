@@ -51,6 +51,7 @@ from .layers import (
     attention,
     make_divisible,
     drop_path_rates,
+    check_image_batch,
     resize_to,
 )
 from .registry import register_model
@@ -493,20 +494,6 @@ def init_topformer_weights(model: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def check_image_batch(x: torch.Tensor, in_chans: int) -> None:
-    """Reject what cannot be an image batch; any height and width >= 1 is fine (see the module docstring)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
-    if x.shape[1] != in_chans:
-        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-    if x.shape[-2] < 1 or x.shape[-1] < 1:
-        raise ValueError(f"height and width must be at least 1, got {tuple(x.shape[-2:])}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
 
 
 class _TopFormerTrunk(nn.Module):

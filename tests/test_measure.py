@@ -1,0 +1,220 @@
+"""Statements about ``lessons.measure``: what is counted, exactly, and what is rejected.
+
+Every count is compared with a formula written out by hand; models are small, or built on the meta device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import lessons
+from lessons import layers, measure
+from lessons.measure import (
+    Latency,
+    compare_latency,
+    count_flops,
+    count_macs,
+    count_params,
+    flops_by_part,
+    macs_by_operator,
+    measure_latency,
+    params_by_part,
+)
+
+
+class SelfAttentionOfInput(nn.Module):
+    """softmax(x x^T / sqrt(d)) x through the fused kernel, on an input laid out [B, heads, N, d]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+class AttentionOnMap(nn.Module):
+    """Multi-head self-attention over the H*W pixels of a feature map (count_flops takes image-shaped inputs)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = layers.MultiHeadSelfAttention(dim, num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x.flatten(2).transpose(1, 2))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Parameters
+# ------------------------------------------------------------------------------------------------------------------
+def test_count_params_counts_every_element_and_skips_buffers() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4))
+    assert count_params(model) == (3 * 8 * 9 + 8) + (2 * 8) + (8 * 4 + 4)  # running stats are buffers
+    model[0].weight.requires_grad_(False)
+    assert count_params(model, trainable_only=True) == count_params(model) - 3 * 8 * 9
+
+
+def test_params_by_part_sums_to_the_total() -> None:
+    with torch.device("meta"):
+        model = lessons.create_model("mobilevit_xxs")
+    parts = params_by_part(model)
+    assert list(parts) == [name for name, _ in model.named_children()]
+    assert sum(parts.values()) == count_params(model)
+
+
+def test_params_by_part_reports_the_roots_own_parameters() -> None:
+    class WithToken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, 16))
+            self.head = nn.Linear(16, 10)
+
+    model = WithToken()
+    parts = params_by_part(model)
+    assert parts == {"head": 170, "(own parameters)": 16}
+    assert sum(parts.values()) == count_params(model)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# FLOPs and MACs
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("stride", "groups"), [(1, 1), (2, 1), (1, 8), (2, 4)])
+def test_conv_flops_equal_the_hand_formula(stride: int, groups: int) -> None:
+    conv = nn.Conv2d(8, 16, 3, stride=stride, padding=1, groups=groups)  # the bias is not counted
+    out_side = (20 + 2 - 3) // stride + 1
+    macs = 3 * 3 * (8 // groups) * 16 * out_side * out_side  # k*k*(C_in/groups)*C_out*H_out*W_out
+    assert count_flops(conv, (8, 20, 20)) == 2 * macs
+    assert count_macs(conv, (8, 20, 20)) == macs
+
+
+def test_linear_flops_equal_the_hand_formula() -> None:
+    # a classifier on pooled features: [B, C_in] @ [C_in, C_out]
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    assert count_flops(head, (4, 32, 7, 7)) == 2 * 4 * 32 * 10  # pooling is not counted
+
+
+def test_a_batch_costs_batch_times_one_image() -> None:
+    model = layers.InvertedResidual(8, 8)
+    assert count_flops(model, (3, 8, 16, 16)) == 3 * count_flops(model, (8, 16, 16))
+
+
+def test_count_flops_counts_attention_on_meta() -> None:
+    batch, heads, tokens, head_dim = 2, 4, 64, 16
+    flops = count_flops(SelfAttentionOfInput(), (batch, heads, tokens, head_dim))
+    assert flops > 0
+    # QK^T and AV: two products of B*H*N*N*D multiply-adds each, 2 FLOPs per multiply-add
+    assert flops == 4 * batch * heads * tokens**2 * head_dim
+
+
+def test_flop_counter_misses_fused_attention_on_cpu() -> None:
+    # Why count_flops runs on meta: on the CPU the fused SDPA kernel has no FLOP formula. If PyTorch adds one,
+    # this test fails and lessons.measure's docstring (and the foundations chapter) must be updated.
+    q = torch.randn(1, 2, 32, 8)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 0
+
+
+def test_macs_by_operator_separates_linear_layers_from_attention_products() -> None:
+    dim, side = 32, 8
+    tokens = side * side
+    by_op = macs_by_operator(AttentionOnMap(dim, num_heads=4), (dim, side, side))
+    linear = by_op.get("addmm", 0) + by_op.get("mm", 0)
+    assert linear == 4 * tokens * dim * dim  # q, k, v (3C^2) and output (C^2) projections per token
+    assert by_op["bmm"] == 2 * tokens * tokens * dim  # QK^T and AV: N^2 C each
+    assert sum(by_op.values()) == count_macs(AttentionOnMap(dim, 4), (dim, side, side))
+    assert list(by_op.values()) == sorted(by_op.values(), reverse=True)
+
+
+def test_count_flops_leaves_the_model_where_it_was() -> None:
+    model = layers.InvertedResidual(8, 8).train()
+    count_flops(model, (8, 8, 8))
+    assert model.training
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_count_flops_moves_a_module_with_only_buffers_to_meta() -> None:
+    class FixedPositionAndMixing(nn.Module):
+        """No parameters, two CPU buffers: must still be moved to meta (a CPU tensor added to a meta one fails)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("position", torch.zeros(4))
+            self.register_buffer("mixing", torch.ones(4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x + self.position) @ self.mixing
+
+    model = FixedPositionAndMixing()
+    assert count_flops(model, (1, 2, 3, 4)) == 2 * (2 * 3) * 4 * 4
+    assert model.position.device.type == "cpu"  # counted on a copy
+
+
+def test_flops_by_part_sums_to_the_total() -> None:
+    with torch.device("meta"):
+        model = lessons.create_model("mobilevit_xxs")
+    parts = flops_by_part(model, (3, 64, 64))
+    assert sum(parts.values()) == count_flops(model, (3, 64, 64))
+    assert parts["stages"] > parts["stem"] > 0
+    assert "(elsewhere)" not in parts  # MobileViT's own forward computes nothing outside its children
+
+
+def test_flops_by_part_puts_the_roots_own_work_elsewhere() -> None:
+    class ProjectThenAttend(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(4, 4, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.proj(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+            return F.scaled_dot_product_attention(tokens, tokens, tokens)
+
+    parts = flops_by_part(ProjectThenAttend(), (4, 4, 4))
+    assert parts == {"proj": 2 * 16 * 4 * 4, "(elsewhere)": 4 * 16 * 16 * 4}
+
+
+@pytest.mark.parametrize(
+    "bad", [(3, 32), (1, 1, 3, 32, 32), (3, 0, 32), (3, 32.0, 32), (-1, 3, 32, 32), "3x32x32"]
+)
+def test_input_size_must_be_positive_ints_of_length_3_or_4(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"input_size must be \(C, H, W\) or \(B, C, H, W\)"):
+        count_flops(nn.Conv2d(3, 4, 1), bad)
+    with pytest.raises(ValueError, match="input_size"):
+        measure_latency(nn.Conv2d(3, 4, 1), bad)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Latency
+# ------------------------------------------------------------------------------------------------------------------
+def test_measure_latency_returns_a_positive_median() -> None:
+    result = measure_latency(nn.Conv2d(3, 8, 3), (3, 16, 16), warmup=1, min_run_time=0.02)
+    assert isinstance(result, Latency)
+    assert result.median_ms > 0 and result.iqr_ms >= 0 and result.runs >= 1
+    assert "ms" in str(result)
+
+
+def test_compare_latency_returns_one_result_per_model() -> None:
+    models = {"small": nn.Conv2d(3, 4, 1), "larger": nn.Conv2d(3, 16, 3, padding=1)}
+    results = compare_latency(models, (3, 16, 16), rounds=2, warmup=1, per_round=2)
+    assert list(results) == ["small", "larger"]
+    for result in results.values():
+        assert result.median_ms > 0 and result.iqr_ms >= 0
+        assert result.runs == 2 * 2  # rounds x per_round
+
+
+def test_compare_latency_rejects_an_empty_dict() -> None:
+    with pytest.raises(ValueError, match="at least one model"):
+        compare_latency({}, (3, 16, 16))
+
+
+def test_lessons_import_does_not_import_torch_benchmark() -> None:
+    # torch.utils.benchmark imports cpp_extension, which logs a time-stamped warning on machines with nvcc but no
+    # GPU: that line must not appear in every chapter's first cell (nbval could never reproduce it).
+    import subprocess
+    import sys
+
+    code = "import sys, lessons; print('torch.utils.cpp_extension' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+    assert measure._torch_benchmark().Timer is not None
