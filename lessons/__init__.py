@@ -9,6 +9,11 @@ from .notebook import seed_everything, show_source
 
 # Families register their models on import.
 from . import mobilevit  # noqa: E402,F401
+from . import poolformer  # noqa: E402,F401
+from . import topformer  # noqa: E402,F401
+from . import seaformer  # noqa: E402,F401
+from . import pp_mobileseg  # noqa: E402,F401
+from . import hrvit  # noqa: E402,F401
 from . import claims  # noqa: E402,F401  (after the families: claims build their models)
 
 __all__ = [

@@ -1,0 +1,1002 @@
+"""HRViT (Gu et al., "Multi-Scale High-Resolution Vision Transformer for Semantic Segmentation", CVPR 2022,
+arXiv 2111.01236): a vision transformer that keeps a high-resolution branch alive from start to end.
+
+A sequential ViT halves its resolution stage after stage, so fine detail has to be recovered by the decoder. HRViT
+takes HRNet's layout instead: branches at 1/4, 1/8, 1/16 and 1/32 of the input run *in parallel*, a new
+lower-resolution branch is added at modules 2, 3 and 5, and before every module a fusion layer lets each branch
+read from all the others. To afford transformers at 1/4 resolution, every block is made cheap:
+
+- HRViTAttn, cross-shaped window attention (half the heads on horizontal stripes, half on vertical ones, as in
+  CSWin) whose key *is* its value (one projection less), plus a depthwise-conv path on V, a Hardswish, a BatchNorm;
+- a diversity-enhanced shortcut (DES): a nonlinear shortcut whose C x C projection is Kronecker-factored into
+  p x p and C/p x C/p matrices;
+- MixCFN, a feed-forward network with 3x3 and 5x5 depthwise convolutions on the two halves of its channels;
+- a patch embedding made of a 1x1 conv and a depthwise 3x3 conv, and a dense all-to-all fusion layer.
+
+Configurations and every detail follow the official code (facebookresearch/HRViT, ``models/hrvit.py`` for
+ImageNet, ``segmentation/mmseg/models/backbones/hrvit.py`` and ``decode_heads/segformer_head.py`` for ADE20K,
+``segmentation/configs/hrvit/*.py``); the code here is this book's own. The config dataclass carries switches for
+the paper's ablation study (read via seed 002): independent key and value, an overlapping conv patch embedding,
+sparse fusion, no parallel conv path, no extra Hardswish/BN, a plain MLP instead of MixCFN, no DES.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ConvNormAct, DropPath, Mlp, drop_path_rates, resize_to
+from .registry import register_model
+
+Size = tuple[int, int]
+
+# The official code adds -100 (not -inf) to the attention logits of padded positions (``_generate_attn_mask``).
+# Padded keys are zero vectors, so their logit is exactly -100 and their softmax weight exp(-100) ~ 4e-44 is below
+# float32's resolution next to 1: the result equals a hard mask. We keep the official constant.
+PAD_LOGIT = -100.0
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cross-shaped window attention with shared key and value (paper: HRViTAttn; official ``HRViTAttention``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def stripe_heads(channels: int, head_dim: int) -> tuple[int, int]:
+    """(number of heads, channels per head) for one half (horizontal or vertical) of the attention channels.
+
+    Official rule (``_cross_shaped_attention``): a half narrower than ``head_dim`` is one head of all its channels
+    (HRViT-b1's 32-channel branch: halves of 16 channels, one head of 16); otherwise it holds
+    ``channels // head_dim`` heads of ``head_dim`` channels.
+    """
+    if channels < head_dim:
+        return 1, channels
+    if channels % head_dim:
+        raise ValueError(
+            f"a stripe half of {channels} channels cannot be split into heads of {head_dim} channels; "
+            f"use a branch width whose half is a multiple of head_dim (or smaller than it)"
+        )
+    return channels // head_dim, head_dim
+
+
+def stripe_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: Size, window: int, head_dim: int,
+    horizontal: bool = True,
+) -> torch.Tensor:
+    """Self-attention inside stripes: each token attends to every token of its stripe (HRViTAttn).
+
+    ``q, k, v``: tokens ``[B, H*W, c]`` of one channel half. Horizontal stripes are ``window`` rows by the full
+    width; vertical stripes are ``window`` columns by the full height (computed as horizontal stripes of the
+    transposed map). When the rows (columns) are not a multiple of ``window``, the map is zero-padded at the bottom
+    (right), padded positions get the logit ``PAD_LOGIT``, and the padded outputs are cropped: the official
+    behaviour, equal to letting the last stripe be narrower.
+    """
+    batch, tokens, chs = q.shape
+    height, width = size
+    if tokens != height * width:
+        raise ValueError(f"{tokens} tokens do not form a {height}x{width} map")
+    heads, dim = stripe_heads(chs, head_dim)
+
+    def to_map(t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(batch, height, width, chs)
+        return t if horizontal else t.transpose(1, 2)  # vertical stripes = horizontal stripes of the transpose
+
+    rows, cols = (height, width) if horizontal else (width, height)
+    pad = -rows % window
+    n_stripes = (rows + pad) // window
+
+    def to_stripes(t: torch.Tensor) -> torch.Tensor:
+        t = to_map(t)
+        if pad:
+            t = F.pad(t, (0, 0, 0, 0, 0, pad))  # zero rows at the bottom (zero columns at the right if vertical)
+        # [B, stripes, window*cols, heads, dim] -> [B*stripes*heads, window*cols, dim]: one attention per row
+        t = t.reshape(batch, n_stripes, window * cols, heads, dim).transpose(2, 3)
+        return t.reshape(batch * n_stripes * heads, window * cols, dim)
+
+    shared = k is v
+    q, v = to_stripes(q), to_stripes(v)
+    k = v if shared else to_stripes(k)
+    # softmax(q k^T / sqrt(d) + mask) v within every stripe and head, d = the head's width
+    logits = torch.bmm(q * dim**-0.5, k.transpose(1, 2))
+    if pad:
+        # Only the last stripe holds padding: its first (window - pad) * cols tokens are real. The official mask
+        # also covers the padded queries, whose outputs are cropped below; masking the keys changes no real output.
+        mask = logits.new_zeros(n_stripes, 1, 1, window * cols)
+        mask[-1, ..., (window - pad) * cols:] = PAD_LOGIT
+        logits = (logits.view(batch, n_stripes, heads, window * cols, -1) + mask).flatten(0, 2)
+    out = torch.bmm(logits.softmax(dim=-1), v)
+    out = out.view(batch, n_stripes, heads, window * cols, dim).transpose(2, 3)
+    out = out.reshape(batch, rows + pad, cols, chs)[:, :rows]
+    if not horizontal:
+        out = out.transpose(1, 2)
+    return out.reshape(batch, tokens, chs)
+
+
+class CrossShapedAttention(nn.Module):
+    """HRViTAttn, the paper's augmented cross-shaped local self-attention (official ``HRViTAttention``).
+
+    Tokens ``[B, H*W, C]`` in and out.
+    q, v = Linear(C -> 2C)(x) and **k = v**: one projection fewer than q/k/v attention ("sharing key-value").
+    The first C/2 channels attend in horizontal stripes of ``window`` rows, the other C/2 in vertical stripes of
+    ``window`` columns; the two results are concatenated. In parallel, Hardswish -> depthwise 3x3 conv on V adds a
+    local path; then Hardswish -> Linear -> BatchNorm. The BN's scale and shift start at zero, so a new block's
+    attention branch outputs exactly zero.
+
+    Switches for the ablations: ``shared_kv=False`` projects an independent key (Linear C -> 3C);
+    ``parallel_conv=False`` drops the conv path; ``extra_act_bn=False`` drops the Hardswish and the BatchNorm.
+    """
+
+    def __init__(
+        self, dim: int, head_dim: int, window: int, shared_kv: bool = True, parallel_conv: bool = True,
+        extra_act_bn: bool = True, proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(dim, int) or dim < 2 or dim % 2:
+            raise ValueError(f"dim must be an even positive int (half the channels per stripe direction), got {dim!r}")
+        if not isinstance(head_dim, int) or head_dim < 1:
+            raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window (stripe width) must be a positive int, got {window!r}")
+        stripe_heads(dim // 2, head_dim)  # raises if a half cannot be split into heads
+        self.dim, self.head_dim, self.window, self.shared_kv = dim, head_dim, window, shared_kv
+        # Official: ``to_qkv = Linear(in_dim, 2 * dim)`` -- q and v only.
+        self.qkv = nn.Linear(dim, (2 if shared_kv else 3) * dim)
+        self.parallel_conv = nn.Sequential(
+            nn.Hardswish(), nn.Conv2d(dim, dim, 3, padding=1, groups=dim)  # depthwise, with bias (official)
+        ) if parallel_conv else None
+        self.act = nn.Hardswish() if extra_act_bn else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.norm = nn.BatchNorm1d(dim) if extra_act_bn else None
+        if self.norm is not None:  # official: attn_bn weight and bias constant 0
+            nn.init.zeros_(self.norm.weight)
+            nn.init.zeros_(self.norm.bias)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of tokens ``x``; with shared key-value, k is the very tensor v."""
+        if self.shared_kv:
+            q, v = self.qkv(x).chunk(2, dim=-1)
+            return q, v, v
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        height, width = size
+        q, k, v = self.project(x)
+        half = self.dim // 2
+        halves = []
+        # Channels [0, C/2): horizontal stripes; [C/2, C): vertical stripes.
+        for part, horizontal in ((slice(0, half), True), (slice(half, None), False)):
+            v_half = v[..., part]
+            k_half = v_half if k is v else k[..., part]  # the same tensor: stripe_attention pads it once
+            halves.append(stripe_attention(q[..., part], k_half, v_half, size, self.window, self.head_dim, horizontal))
+        out = torch.cat(halves, dim=-1)
+        if self.parallel_conv is not None:  # "embedded inverted residual" path on V
+            v_map = v.transpose(1, 2).reshape(batch, self.dim, height, width)
+            out = out + self.parallel_conv(v_map).flatten(2).transpose(1, 2)
+        out = self.proj_drop(self.proj(self.act(out)))
+        if self.norm is not None:  # BatchNorm1d over all B*N tokens
+            out = self.norm(out.reshape(batch * tokens, self.dim)).reshape(batch, tokens, self.dim)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, head_dim={self.head_dim}, window={self.window}, shared_kv={self.shared_kv}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Diversity-enhanced shortcut (paper: DES; official ``DES``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def kronecker_factor(dim: int) -> int:
+    """The right factor p of the DES projection: p = 2^(e - e//2) with e = floor(log2(dim)) (official ``_decompose``).
+
+    64 -> p = 8 (and 64 / p = 8); 128 -> 16 (8); 48 -> 8 (6); 240 -> 16 (15). ``dim`` must be even and divisible by p.
+    """
+    if not isinstance(dim, int) or dim < 2 or dim % 2:
+        raise ValueError(f"the DES needs an even feature dimension, got {dim!r}")
+    e = int(math.log2(dim))
+    p = 2 ** (e - e // 2)
+    if dim % p:
+        raise ValueError(f"dim={dim} is not divisible by its Kronecker factor p={p}; the DES cannot reshape it")
+    return p
+
+
+class DiversityEnhancedShortcut(nn.Module):
+    """DES: a nonlinear shortcut whose C x C projection is factored as a Kronecker product (official ``DES``).
+
+    A token x in R^C is viewed as a (C/p) x p matrix X (channel c sits in row c // p, column c % p). The shortcut
+    applies Linear(p -> p) to every row, a GELU, Linear(C/p -> C/p) to every column, and flattens back. Without the
+    GELU this is the linear map whose matrix is the Kronecker product W_left (x) W_right: a dense C x C map costs C^2
+    parameters and multiply-adds per token, this one p^2 + (C/p)^2 (plus biases) -- 128 instead of 4096 for C = 64.
+    The GELU makes the shortcut nonlinear, which the paper credits with more diverse features.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        out_dim = out_dim or in_dim
+        self.p = kronecker_factor(min(in_dim, out_dim))
+        if in_dim % self.p or out_dim % self.p:
+            raise ValueError(f"in_dim={in_dim} and out_dim={out_dim} must be multiples of p={self.p}")
+        self.k_in, self.k_out = in_dim // self.p, out_dim // self.p
+        self.proj_right = nn.Linear(self.p, self.p)  # mixes within each group of p channels
+        self.act = nn.GELU()
+        self.proj_left = nn.Linear(self.k_in, self.k_out)  # mixes across the C/p groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(*lead, self.k_in, self.p)  # channel c = group * p + position
+        x = self.act(self.proj_right(x)).transpose(-1, -2)  # [..., p, C/p]
+        return self.proj_left(x).transpose(-1, -2).reshape(*lead, self.k_out * self.p)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Mixed-scale convolutional feed-forward network (paper: MixCFN; official ``MixCFN``, ``MixConv2d``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class MixConv(nn.Module):
+    """Depthwise 3x3 conv on the first half of the channels, depthwise 5x5 on the second (MixConv, Tan & Le 2019)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        if not isinstance(channels, int) or channels < 2 or channels % 2:
+            raise ValueError(f"MixConv splits its channels in two halves; channels must be even, got {channels!r}")
+        half = channels // 2
+        self.conv3 = nn.Conv2d(half, half, 3, padding=1, groups=half)
+        self.conv5 = nn.Conv2d(half, half, 5, padding=2, groups=half)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x3, x5 = x.chunk(2, dim=1)
+        return torch.cat([self.conv3(x3), self.conv5(x5)], dim=1)
+
+
+class MixCFN(nn.Module):
+    """MixCFN (official ``MixCFN``): Linear(C -> rC) -> MixConv (DW 3x3 || DW 5x5) -> GELU -> Linear(rC -> C) on tokens.
+
+    The two kernel sizes give each token a multi-scale local neighbourhood inside the feed-forward network, which
+    also supplies the positional information HRViT gets without position embeddings.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, out_dim: int | None = None, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.conv = MixConv(hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        x = self.fc1(x)
+        x = x.transpose(1, 2).reshape(batch, -1, *size)  # tokens -> map for the convolutions
+        x = self.act(self.conv(x)).flatten(2).transpose(1, 2)
+        return self.drop(self.fc2(self.drop(x)))
+
+
+class TokenMlp(Mlp):
+    """The plain MLP (``lessons.layers.Mlp``) with MixCFN's call signature: the "no MixCFN" ablation."""
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:  # noqa: ARG002 -- size unused: no convolution
+        return super().forward(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The HRViT block (official ``HRViTBlock``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class HRViTBlock(nn.Module):
+    """x = x + DropPath(HRViTAttn(LN(x)) + DES(x)); x = x + DropPath(MixCFN(LN(x))) on tokens ``[B, H*W, C]``.
+
+    Note the DES reads the block's input *before* the LayerNorm, as the official code does.
+    """
+
+    def __init__(
+        self, dim: int, head_dim: int, window: int, mlp_ratio: float, drop_path: float = 0.0,
+        shared_kv: bool = True, parallel_conv: bool = True, extra_act_bn: bool = True, mix_cfn: bool = True,
+        des: bool = True, proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = CrossShapedAttention(dim, head_dim, window, shared_kv, parallel_conv, extra_act_bn, proj_drop)
+        self.des = DiversityEnhancedShortcut(dim) if des else None
+        self.ffn_norm = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.ffn = MixCFN(dim, hidden) if mix_cfn else TokenMlp(dim, hidden)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        branch = self.attn(self.attn_norm(x), size)
+        if self.des is not None:
+            branch = branch + self.des(x)
+        x = x + self.drop_path(branch)
+        return x + self.drop_path(self.ffn(self.ffn_norm(x), size))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Patch embeddings (paper: efficient patch embedding; official ``HRViTPatchEmbed``) and the stem (``HRViTStem``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class EfficientPatchEmbed(nn.Module):
+    """Conv 1x1 (C_in -> C) -> depthwise 3x3 conv (stride 1) -> LayerNorm; map ``[B, C_in, H, W]`` -> tokens.
+
+    The paper's efficient patch embedding: the pointwise + depthwise pair costs C_in*C + 9C weights where a dense
+    3x3 "overlapping" patch embedding costs 9*C_in*C. Resolution is kept: branches change resolution only in the
+    fusion layers.
+    """
+
+    def __init__(self, in_chs: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_chs, dim, 1), nn.Conv2d(dim, dim, 3, padding=1, groups=dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Size]:
+        x = self.proj(x)
+        size = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), size
+
+
+class OverlapPatchEmbed(EfficientPatchEmbed):
+    """The ablation's "convolution-based overlapped patch embedding": a dense 3x3 conv + LayerNorm.
+
+    Our reading of the ablation: the same 3x3 receptive field as the efficient embedding, without factoring it into
+    pointwise and depthwise convolutions (SegFormer's overlapped patch embedding at stride 1).
+    """
+
+    def __init__(self, in_chs: int, dim: int) -> None:
+        super().__init__(in_chs, dim)
+        self.proj = nn.Conv2d(in_chs, dim, 3, padding=1)
+
+
+class HRViTStem(nn.Sequential):
+    """Two [Conv 3x3 stride 2 -> BN -> ReLU] to 1/4 resolution: C_in -> C/2 -> C (official ``HRViTStem``).
+
+    The official convs keep their bias although a BN follows; we keep it too so parameter counts match.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int = 64) -> None:
+        super().__init__(
+            ConvNormAct(in_chs, out_chs // 2, 3, stride=2, bias=True),
+            ConvNormAct(out_chs // 2, out_chs, 3, stride=2, bias=True),
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cross-resolution fusion (paper: fusion layer; official ``HRViTFusionBlock``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def fusion_path(in_chs: int, out_chs: int, src: int, dst: int) -> nn.Module:
+    """How branch ``src`` (resolution 1/(4*2^src)) reaches branch ``dst``.
+
+    Same branch: identity. Downward (src < dst, factor s = 2^(dst-src)): depthwise conv k = s+1, stride s,
+    padding s//2 -> BN -> Conv 1x1 -> BN. Upward: Conv 1x1 -> BN -> nearest-neighbour upsampling by s.
+    """
+    if src == dst:
+        return nn.Identity()
+    if src < dst:
+        s = 2 ** (dst - src)
+        return nn.Sequential(
+            nn.Conv2d(in_chs, in_chs, s + 1, stride=s, padding=s // 2, groups=in_chs, bias=False),
+            nn.BatchNorm2d(in_chs),
+            nn.Conv2d(in_chs, out_chs, 1),  # official: bias=True before the BN
+            nn.BatchNorm2d(out_chs),
+        )
+    s = 2 ** (src - dst)
+    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1), nn.BatchNorm2d(out_chs), nn.Upsample(scale_factor=s))
+
+
+class FusionLayer(nn.Module):
+    """out_i = GELU(sum_j f_ij(x_j)): every output branch reads every input branch (dense).
+
+    ``out_channels`` may be one longer than ``in_channels``: the new, lower-resolution branch a stage adds is built
+    by the same rule from the existing branches. ``dense=False`` is the ablation's sparse fusion; the paper does not
+    spell it out in text we could read, and we take it as exchange between neighbouring resolutions only
+    (|i - j| <= 1; HRNet itself fuses densely).
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int], dense: bool = True) -> None:
+        super().__init__()
+        in_channels, out_channels = tuple(in_channels), tuple(out_channels)
+        if len(out_channels) not in (len(in_channels), len(in_channels) + 1):
+            raise ValueError(
+                f"a fusion layer keeps the branches or adds one: {len(in_channels)} inputs cannot give "
+                f"{len(out_channels)} outputs"
+            )
+        if out_channels[: len(in_channels)] != in_channels:
+            raise ValueError(f"existing branches keep their widths: {in_channels} -> {out_channels}")
+        self.in_channels, self.out_channels, self.dense = in_channels, out_channels, dense
+        self.paths = nn.ModuleList(
+            nn.ModuleDict({
+                str(j): fusion_path(cin, cout, j, i)
+                for j, cin in enumerate(in_channels) if dense or abs(i - j) <= 1
+            })
+            for i, cout in enumerate(out_channels)
+        )
+        self.act = nn.GELU()
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(xs) != len(self.in_channels):
+            raise ValueError(f"expected {len(self.in_channels)} branches, got {len(xs)}")
+        outs = []
+        for paths in self.paths:
+            total = None
+            for j, path in paths.items():
+                y = path(xs[int(j)])
+                total = y if total is None else total + y
+            outs.append(self.act(total))
+        return outs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A multi-branch stage (official ``HRViTStage``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class HRViTStage(nn.Module):
+    """Per branch: patch embedding -> ``depths[i]`` HRViT blocks -> LayerNorm; maps in, maps out.
+
+    Branches never talk to each other inside a stage; that is the fusion layer's job.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], channels: Sequence[int], depths: Sequence[int], head_dim: int,
+        windows: Sequence[int], mlp_ratios: Sequence[float], drop_path: Sequence[float] = (),
+        overlap_patch_embed: bool = False, **block_options,
+    ) -> None:
+        super().__init__()
+        embed = OverlapPatchEmbed if overlap_patch_embed else EfficientPatchEmbed
+        self.patch_embed = nn.ModuleList(embed(cin, c) for cin, c in zip(in_channels, channels))
+        rates = list(drop_path) or [0.0] * max(depths)
+        self.branches = nn.ModuleList(
+            nn.ModuleList(
+                HRViTBlock(c, head_dim, windows[i], mlp_ratios[i], rates[j], **block_options) for j in range(depth)
+            )
+            for i, (c, depth) in enumerate(zip(channels, depths))
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        outs = []
+        for x, embed, blocks, norm in zip(xs, self.patch_embed, self.branches, self.norms):
+            tokens, size = embed(x)
+            for block in blocks:
+                tokens = block(tokens, size)
+            tokens = norm(tokens)
+            outs.append(tokens.transpose(1, 2).reshape(x.shape[0], -1, *size))
+        return outs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The configuration and the trunk
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HRViTConfig:
+    """An HRViT variant (official ``HRViT_b*_224`` / ``hrvit_b*``) plus the ablation switches.
+
+    ``depths[k][i]`` is the number of blocks of branch i in module k; module k has ``len(depths[k])`` branches,
+    each at 1/(4*2^i) of the input with ``channels[i]`` channels. Defaults are the paper's design; each switch
+    turned the other way is one ablation row.
+    """
+
+    name: str
+    channels: tuple[int, ...]  # width per branch at 1/4, 1/8, 1/16, 1/32
+    depths: tuple[tuple[int, ...], ...]  # blocks per branch, one tuple per module (6 in b1/b2/b3)
+    head_dim: int  # heads of a branch = channels / head_dim
+    mlp_ratios: tuple[float, ...]  # MixCFN expansion per branch
+    windows: tuple[int, ...] = (1, 2, 7, 7)  # stripe width per branch (official ws_list)
+    stem_channels: int = 64
+    shared_kv: bool = True  # False: independent key projection
+    overlap_patch_embed: bool = False  # True: dense 3x3 conv patch embedding
+    dense_fusion: bool = True  # False: neighbour-only (sparse) fusion
+    parallel_conv: bool = True  # False: no depthwise-conv path on V
+    extra_act_bn: bool = True  # False: no Hardswish / BatchNorm in the attention
+    mix_cfn: bool = True  # False: plain MLP feed-forward network
+    des: bool = True  # False: no diversity-enhanced shortcut
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        for label, values in (("channels", self.channels), ("windows", self.windows)):
+            if not values or not all(isinstance(v, int) and v > 0 for v in values):
+                raise ValueError(f"{label} must be positive ints, got {values!r}")
+        if not self.mlp_ratios or not all(r > 0 for r in self.mlp_ratios):
+            raise ValueError(f"mlp_ratios must be positive numbers, got {self.mlp_ratios!r}")
+        if len(self.windows) != n or len(self.mlp_ratios) != n:
+            raise ValueError(
+                f"one window and one mlp_ratio per branch: {n} channels but {len(self.windows)} windows and "
+                f"{len(self.mlp_ratios)} mlp_ratios"
+            )
+        if not isinstance(self.head_dim, int) or self.head_dim < 1:
+            raise ValueError(f"head_dim must be a positive int, got {self.head_dim!r}")
+        if not self.depths:
+            raise ValueError("depths must list at least one module")
+        previous = 1
+        for k, module in enumerate(self.depths):
+            if not module or not all(isinstance(d, int) and d >= 0 for d in module):
+                raise ValueError(f"depths[{k}] must be non-negative ints, got {module!r}")
+            if len(module) > n:
+                raise ValueError(f"depths[{k}] has {len(module)} branches but only {n} channels are given")
+            if k == 0 and len(module) != 1:
+                raise ValueError(f"the first module has the one 1/4 branch the stem makes, got {module!r}")
+            if len(module) - previous not in (0, 1):
+                raise ValueError(f"a module keeps the branches or adds one: depths[{k}]={module!r} after {previous}")
+            previous = len(module)
+        if previous != n:
+            raise ValueError(f"the last module has {previous} branches but {n} channels are given")
+        for c, ratio in zip(self.channels, self.mlp_ratios):
+            if c % 2:
+                raise ValueError(f"branch width {c} must be even: half the channels go to each stripe direction")
+            stripe_heads(c // 2, self.head_dim)
+            if self.des:
+                kronecker_factor(c)
+            if self.mix_cfn and int(c * ratio) % 2:
+                raise ValueError(f"MixCFN hidden width int({c} * {ratio}) must be even (two kernel halves)")
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.channels)
+
+    def branch_channels(self, module: int) -> tuple[int, ...]:
+        """Widths of the branches of module ``module`` (0-based)."""
+        return self.channels[: len(self.depths[module])]
+
+
+class HRViTModule(nn.Module):
+    """One column of the architecture: a fusion layer, then a multi-branch stage (official: the consecutive
+    ``HRViTFusionBlock`` and ``HRViTStage`` in ``HRViT.features``). A list of branch maps in, one out."""
+
+    def __init__(self, fusion: FusionLayer, stage: HRViTStage) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.stage = stage
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.stage(self.fusion(xs))
+
+
+class HRViTBackbone(nn.Module):
+    """Stem, then per module a fusion layer and a multi-branch stage (official ``HRViT.features``).
+
+    Returns the feature maps of every branch: strides 4, 8, 16, 32. Input sides must be multiples of 32 so that
+    upsampling a coarse branch lands exactly on a finer one in the fusion layers (the official code needs the
+    same and fails with a shape mismatch otherwise); stripe windows that do not tile a map are padded.
+    """
+
+    def __init__(self, config: HRViTConfig, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        self.config, self.in_chans = config, in_chans
+        self.reduction = 4 * 2 ** (config.num_branches - 1)
+        self.stem = HRViTStem(in_chans, config.stem_channels)
+        # Stochastic depth rises linearly over the deepest branch of each module (official: sum of max(blocks)).
+        rates = drop_path_rates(drop_path_rate, sum(max(d) for d in config.depths))
+        options = dict(
+            shared_kv=config.shared_kv, parallel_conv=config.parallel_conv, extra_act_bn=config.extra_act_bn,
+            mix_cfn=config.mix_cfn, des=config.des,
+        )
+        layers = []
+        widths: tuple[int, ...] = (config.stem_channels,)
+        cursor = 0
+        for k, depths in enumerate(config.depths):
+            channels = config.branch_channels(k)
+            # The fusion keeps the incoming widths and makes a new branch (if any) at its final width directly.
+            fused = widths + channels[len(widths):]
+            stage = HRViTStage(
+                fused, channels, depths, config.head_dim, config.windows, config.mlp_ratios,
+                rates[cursor: cursor + max(depths)], config.overlap_patch_embed, **options,
+            )
+            layers.append(HRViTModule(FusionLayer(widths, fused, dense=config.dense_fusion), stage))
+            cursor += max(depths)
+            widths = channels
+        self.layers = nn.ModuleList(layers)
+        self.out_channels = config.channels
+
+    @property
+    def fusions(self) -> list[FusionLayer]:
+        return [layer.fusion for layer in self.layers]
+
+    @property
+    def stages(self) -> list[HRViTStage]:
+        return [layer.stage for layer in self.layers]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for anything but a float batch [B, in_chans, H, W] with H, W multiples of 32."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
+        height, width = x.shape[2:]
+        if height % self.reduction or width % self.reduction:
+            raise ValueError(
+                f"input {height}x{width}: height and width must be multiples of {self.reduction} (the lowest branch "
+                f"is at 1/{self.reduction} and the fusion layers upsample by powers of two); e.g. 224 or 512"
+            )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        xs = [self.stem(x)]
+        for layer in self.layers:
+            xs = layer(xs)
+        return xs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ImageNet: the HRNet-style classification head (official ``HRViTClassifier``, ``Bottleneck``)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Bottleneck(nn.Module):
+    """ResNet's bottleneck (He et al. 2016, Fig. 5): 1x1 -> 3x3 -> 1x1 (x4 channels), projected shortcut, ReLU.
+
+    Used by HRNet's (and HRViT's) classification head to widen every branch before merging them.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, planes: int) -> None:
+        super().__init__()
+        out_chs = planes * self.expansion
+        self.conv1 = ConvNormAct(in_chs, planes, 1)
+        self.conv2 = ConvNormAct(planes, planes, 3)
+        self.conv3 = ConvNormAct(planes, out_chs, 1, act_layer=None)
+        self.shortcut = ConvNormAct(in_chs, out_chs, 1, act_layer=None) if in_chs != out_chs else nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+class HRViTClassifier(nn.Module):
+    """HRNet's classification head (Wang et al., TPAMI 2020; official ``HRViTClassifier``).
+
+    Each branch is widened by one Bottleneck to 4 x (32, 64, 128, 256) channels (fixed, whatever the backbone
+    width); then, from the finest branch down, a 3x3 stride-2 conv + BN + ReLU carries the running sum to the next
+    resolution where that branch is added; a 1x1 conv to 2048 channels, global average pooling, dropout, linear.
+    """
+
+    head_channels = (32, 64, 128, 256)  # official default, used by b1, b2 and b3 alike
+    num_features = 2048
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int = 1000, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if len(in_channels) != len(self.head_channels):
+            raise ValueError(f"the head takes {len(self.head_channels)} branches, got {len(in_channels)}")
+        widths = [c * Bottleneck.expansion for c in self.head_channels]
+        self.widen = nn.ModuleList(Bottleneck(c, h) for c, h in zip(in_channels, self.head_channels))
+        self.downsample = nn.ModuleList(
+            ConvNormAct(widths[i], widths[i + 1], 3, stride=2, bias=True) for i in range(len(widths) - 1)
+        )
+        self.final = ConvNormAct(widths[-1], self.num_features, 1, bias=True)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, xs: Sequence[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
+        widened = [widen(x) for widen, x in zip(self.widen, xs)]
+        y = widened[0]
+        for down, w in zip(self.downsample, widened[1:]):  # from the finest branch down to 1/32
+            y = w + down(y)
+        y = self.drop(self.final(y).mean(dim=(2, 3)))
+        return y if pre_logits else self.fc(y)
+
+
+class HRViT(nn.Module):
+    """HRViT for ImageNet classification: backbone (4 branches) + HRNet-style head."""
+
+    def __init__(
+        self, config: HRViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.1,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        # drop_rate 0.1: the official ``HRViT(head_dropout=0.1)`` default; drop_path_rate is a training flag there
+        # (README: --drop-path 0.1), so it stays 0 unless asked for, as in timm.
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
+        self.config, self.num_classes = config, num_classes
+        self.backbone = HRViTBackbone(config, in_chans, drop_path_rate)
+        self.head = HRViTClassifier(config.channels, num_classes, drop_rate)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the four branches (strides 4, 8, 16, 32)."""
+        return self.backbone(x)
+
+    def forward_head(self, xs: Sequence[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
+        return self.head(xs, pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ADE20K: the SegFormer all-MLP head (Xie et al. 2021, §3.2; HRViT's ``segformer_head.py`` with mlp_norm/act off)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class SegFormerHead(nn.Module):
+    """Per branch a linear 1x1 conv to ``channels``; bilinear upsampling to the 1/4 map; concatenate; 1x1 conv + BN
+    + ReLU; dropout; 1x1 conv to the classes.
+
+    HRViT's configs set ``mlp_norm=False, mlp_act=False``: the per-branch convs are plain (biased) linear maps.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], channels: int = 256, num_classes: int = 150, drop_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.in_channels = tuple(in_channels)
+        self.linear = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.fuse = ConvNormAct(channels * len(in_channels), channels, 1)  # mmcv ConvModule: conv (no bias), BN, ReLU
+        self.drop = nn.Dropout2d(drop_rate)
+        self.classify = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(xs) != len(self.in_channels):
+            raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(xs)}")
+        size = xs[0].shape[2:]
+        ys = [resize_to(proj(x), size) for proj, x in zip(self.linear, xs)]
+        return self.classify(self.drop(self.fuse(torch.cat(ys, dim=1))))
+
+
+class HRViTSegmentation(nn.Module):
+    """HRViT backbone + SegFormer head; logits are upsampled (bilinear) from 1/4 to the input size, as mmseg does."""
+
+    def __init__(
+        self, config: HRViTConfig, num_classes: int = 150, head_channels: int = 256, in_chans: int = 3,
+        drop_rate: float = 0.1, drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.config, self.num_classes = config, num_classes
+        self.backbone = HRViTBackbone(config, in_chans, drop_path_rate)
+        # The backbone's own widths: the official b2 config lists [48, 96, 192, 384] for a 240-channel third
+        # branch, which cannot load; the widths the backbone makes are the only ones that run.
+        self.decode_head = SegFormerHead(config.channels, head_channels, num_classes, drop_rate)
+        self.backbone.apply(self._init_backbone)
+
+    @staticmethod
+    def _init_backbone(m: nn.Module) -> None:
+        """The official segmentation backbone's ``init_weights``: linear weights from a truncated normal (std 0.02),
+        zero biases; LayerNorm and BatchNorm2d at scale 1, shift 0 (the attention's zero-initialised BatchNorm1d is
+        left alone, as the official SyncBN is)."""
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.decode_head(self.forward_features(x))
+        return resize_to(logits, x.shape[2:])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# An mmcv-style count: what `mmcv.cnn.get_model_complexity_info` (mmseg's tools/get_flops.py) reports
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def stripe_attention_macs(channels: int, size: Size, window: int, batch: int = 1) -> int:
+    """Multiply-adds of *one* of the two attention products (q k^T or weights @ v) of a CrossShapedAttention.
+
+    Per half (C/2 channels): ceil(rows / window) stripes of L = window x (full width) tokens, L^2 * C/2 each (and
+    the same for the vertical half); padded rows are computed too, as in the official code.
+    """
+    height, width = size
+    half = channels // 2
+    horizontal = math.ceil(height / window) * (window * width) ** 2 * half
+    vertical = math.ceil(width / window) * (window * height) ** 2 * half
+    return batch * (horizontal + vertical)
+
+
+def _conv_rule(m: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> int:
+    per_position = math.prod(m.kernel_size) * m.in_channels * (m.out_channels // m.groups)
+    positions = output.shape[0] * math.prod(output.shape[2:])
+    return per_position * positions + (m.out_channels * positions if m.bias is not None else 0)
+
+
+def _norm_rule(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    affine = getattr(m, "affine", False) or getattr(m, "elementwise_affine", False)
+    return inputs[0].numel() * (2 if affine else 1)
+
+
+def _elements_out(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    return output.numel()
+
+
+def _elements_in(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    return inputs[0].numel()
+
+
+# mmcv 1.x ``get_modules_mapping``: module type -> (kind, rule). Types are matched exactly, as mmcv does.
+_MMCV_RULES = {
+    nn.Conv2d: ("conv", _conv_rule),
+    nn.Linear: ("linear", lambda m, i, o: i[0].numel() * o.shape[-1]),  # multiply-adds; the bias is not counted
+    nn.BatchNorm1d: ("batchnorm", _norm_rule), nn.BatchNorm2d: ("batchnorm", _norm_rule),
+    nn.LayerNorm: ("layernorm", _norm_rule), nn.GroupNorm: ("layernorm", _norm_rule),
+    nn.ReLU: ("relu", _elements_out), nn.ReLU6: ("relu", _elements_out), nn.LeakyReLU: ("relu", _elements_out),
+    nn.AdaptiveAvgPool2d: ("pool", _elements_in), nn.AvgPool2d: ("pool", _elements_in),
+    nn.MaxPool2d: ("pool", _elements_in),
+    nn.Upsample: ("upsample", _elements_out),
+}
+
+
+class ModuleHookCounter:
+    """Count FLOPs the way mmcv's module-hook counter does (mmcv 1.x ``flops_counter``, used by mmseg's
+    ``tools/get_flops.py``), per kind, for every forward pass run inside ``with ModuleHookCounter(model) as c:``.
+
+    Rules (mmcv ``get_modules_mapping``): conv = multiply-adds + one add per output for a bias; linear =
+    multiply-adds (no bias); norms = elements (x2 with an affine); ReLU, pooling, upsampling = elements. Types are
+    matched *exactly* and only modules are seen: the attention's matrix products, GELU, Hardswish and functional
+    interpolation count zero. Besides mmcv's kinds it records ``"attention_product"``: the multiply-adds of *one*
+    of the two attention products of every :class:`CrossShapedAttention`, which mmcv never sees. Only shapes are
+    read, so it runs on the meta device, and inside ``FlopCounterMode``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.by_kind: dict[str, int] = {}
+        self._handles: list = []
+
+    def _add(self, kind: str, flops: int) -> None:
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + int(flops)
+
+    def total(self, count_batchnorm: bool = True, attention_products: int = 0) -> int:
+        """mmcv's total; ``count_batchnorm=False`` drops BatchNorm (SyncBN is not in mmcv's table, so the official
+        segmentation models' BNs count zero); ``attention_products`` (0, 1 or 2) adds that many attention products."""
+        if attention_products not in (0, 1, 2):
+            raise ValueError(f"attention_products must be 0, 1 or 2 (q k^T, weights @ v), got {attention_products!r}")
+        mmcv = sum(v for k, v in self.by_kind.items() if k != "attention_product")
+        if not count_batchnorm:
+            mmcv -= self.by_kind.get("batchnorm", 0)
+        return mmcv + attention_products * self.by_kind.get("attention_product", 0)
+
+    def __enter__(self) -> ModuleHookCounter:
+        for module in self.model.modules():
+            if type(module) in _MMCV_RULES:
+                kind, rule = _MMCV_RULES[type(module)]
+
+                def hook(m: nn.Module, inputs: tuple, output: torch.Tensor, kind: str = kind, rule=rule) -> None:
+                    self._add(kind, rule(m, inputs, output))
+
+                self._handles.append(module.register_forward_hook(hook))
+            elif isinstance(module, CrossShapedAttention):
+                def attention_hook(m: CrossShapedAttention, inputs: tuple, output: torch.Tensor) -> None:
+                    macs = stripe_attention_macs(m.dim, inputs[1], m.window, inputs[0].shape[0])
+                    self._add("attention_product", macs)
+
+                self._handles.append(module.register_forward_hook(attention_hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def count_mmcv_flops(
+    model: nn.Module, input_size: Sequence[int], count_batchnorm: bool = True, attention_products: int = 0,
+) -> int:
+    """FLOPs of one image under mmcv's module rules (:class:`ModuleHookCounter`), counted on the meta device.
+
+    ``count_mmcv_flops(m, size)`` is what mmseg's ``get_flops.py`` would print for a model built with plain
+    BatchNorm; ``count_batchnorm=False, attention_products=1`` is the rule that reproduces HRViT's README.
+    """
+    size = tuple(input_size)
+    size = (1, *size) if len(size) == 3 else size
+    if len(size) != 4 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"input_size must be (C, H, W) or (B, C, H, W) of positive ints, got {input_size!r}")
+    on_meta = all(p.device.type == "meta" for p in model.parameters())
+    meta_model = model if on_meta else copy.deepcopy(model).to("meta")
+    was_training = meta_model.training
+    meta_model.eval()
+    try:
+        with ModuleHookCounter(meta_model) as counter, torch.no_grad():
+            meta_model(torch.empty(size, device="meta"))
+    finally:
+        meta_model.train(was_training)
+    return counter.total(count_batchnorm, attention_products) // size[0]  # per image, as mmcv divides by batch
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Named variants (official ``HRViT_b1_224`` .. ``HRViT_b3_224`` and ``hrvit_b1`` .. ``hrvit_b3``)
+# --------------------------------------------------------------------------------------------------------------------
+
+_DEPTHS_B1 = ((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 2), (1, 1, 2, 2))
+_DEPTHS_B2 = ((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 2), (1, 1, 6, 2))
+_DEPTHS_B3 = ((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 3), (1, 1, 6, 3))
+
+HRVIT_CONFIGS: dict[str, HRViTConfig] = {
+    "b1": HRViTConfig("b1", (32, 64, 128, 256), _DEPTHS_B1, head_dim=32, mlp_ratios=(4, 4, 4, 4)),
+    "b2": HRViTConfig("b2", (48, 96, 240, 384), _DEPTHS_B2, head_dim=24, mlp_ratios=(2, 3, 3, 3)),
+    "b3": HRViTConfig("b3", (64, 128, 256, 512), _DEPTHS_B3, head_dim=32, mlp_ratios=(2, 2, 2, 2)),
+}
+
+# SegFormer head width per variant (segmentation/configs/hrvit/segformer_hrvit_b*_512x512_ade20k_160k.py)
+SEG_HEAD_CHANNELS = {"b1": 256, "b2": 256, "b3": 768}
+# Stochastic depth of the ADE20K configs (backbone ``drop_path_rate`` in segformer_hrvit_b*_512x512_ade20k_160k.py)
+SEG_DROP_PATH = {"b1": 0.1, "b2": 0.2, "b3": 0.3}
+
+_CONFIG_FIELDS = {f.name for f in fields(HRViTConfig)} - {"name"}
+
+
+def make_config(variant: str, **overrides) -> HRViTConfig:
+    """The config of ``variant`` ("b1", "b2", "b3") with fields replaced: ``make_config("b1", shared_kv=False)``."""
+    if variant not in HRVIT_CONFIGS:
+        raise ValueError(f"unknown HRViT variant {variant!r}; known: {sorted(HRVIT_CONFIGS)}")
+    unknown = set(overrides) - _CONFIG_FIELDS
+    if unknown:
+        raise TypeError(f"unknown HRViTConfig field(s) {sorted(unknown)}; fields: {sorted(_CONFIG_FIELDS)}")
+    return replace(HRVIT_CONFIGS[variant], **overrides) if overrides else HRVIT_CONFIGS[variant]
+
+
+def _split(kwargs: dict) -> tuple[dict, dict]:
+    config = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+    return config, kwargs
+
+
+def _create_cls(variant: str, **kwargs) -> HRViT:
+    overrides, model_kwargs = _split(kwargs)
+    return HRViT(make_config(variant, **overrides), **model_kwargs)
+
+
+def _create_seg(variant: str, **kwargs) -> HRViTSegmentation:
+    overrides, model_kwargs = _split(kwargs)
+    model_kwargs.setdefault("head_channels", SEG_HEAD_CHANNELS[variant])
+    model_kwargs.setdefault("drop_path_rate", SEG_DROP_PATH[variant])
+    return HRViTSegmentation(make_config(variant, **overrides), **model_kwargs)
+
+
+@register_model
+def hrvit_b1(**kwargs) -> HRViT:
+    """HRViT-b1 for ImageNet: 19.7M parameters, 2.7G FLOPs at 224 (official README)."""
+    return _create_cls("b1", **kwargs)
+
+
+@register_model
+def hrvit_b2(**kwargs) -> HRViT:
+    """HRViT-b2 for ImageNet: 32.5M parameters, 5.1G FLOPs at 224 (official README)."""
+    return _create_cls("b2", **kwargs)
+
+
+@register_model
+def hrvit_b3(**kwargs) -> HRViT:
+    """HRViT-b3 for ImageNet: 37.9M parameters, 5.7G FLOPs at 224 (official README)."""
+    return _create_cls("b3", **kwargs)
+
+
+@register_model
+def hrvit_b1_seg(**kwargs) -> HRViTSegmentation:
+    """HRViT-b1 + SegFormer head (256 channels) for ADE20K: 8.2M parameters, 14.6G FLOPs at 512 (README)."""
+    return _create_seg("b1", **kwargs)
+
+
+@register_model
+def hrvit_b2_seg(**kwargs) -> HRViTSegmentation:
+    """HRViT-b2 + SegFormer head (256 channels) for ADE20K: 20.8M parameters, 28.0G FLOPs at 512 (README)."""
+    return _create_seg("b2", **kwargs)
+
+
+@register_model
+def hrvit_b3_seg(**kwargs) -> HRViTSegmentation:
+    """HRViT-b3 + SegFormer head (768 channels) for ADE20K: 28.7M parameters, 67.9G FLOPs at 512 (README)."""
+    return _create_seg("b3", **kwargs)
