@@ -22,7 +22,6 @@ sparse fusion, no parallel conv path, no extra Hardswish/BN, a plain MLP instead
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvNormAct, DropPath, Mlp, drop_path_rates, resize_to
+from .measure import MmcvRules
 from .registry import register_model
 
 Size = tuple[int, int]
@@ -808,113 +808,18 @@ def stripe_attention_macs(channels: int, size: Size, window: int, batch: int = 1
     return batch * (horizontal + vertical)
 
 
-def _conv_rule(m: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> int:
-    per_position = math.prod(m.kernel_size) * m.in_channels * (m.out_channels // m.groups)
-    positions = output.shape[0] * math.prod(output.shape[2:])
-    return per_position * positions + (m.out_channels * positions if m.bias is not None else 0)
+def _attention_product_rule(m: CrossShapedAttention, inputs: tuple, output: torch.Tensor) -> int:
+    """Multiply-adds of one attention product of ``m``, from the shapes of its call ``m(x, size)``."""
+    return stripe_attention_macs(m.dim, inputs[1], m.window, inputs[0].shape[0])
 
 
-def _norm_rule(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
-    affine = getattr(m, "affine", False) or getattr(m, "elementwise_affine", False)
-    return inputs[0].numel() * (2 if affine else 1)
-
-
-def _elements_out(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
-    return output.numel()
-
-
-def _elements_in(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
-    return inputs[0].numel()
-
-
-# mmcv 1.x ``get_modules_mapping``: module type -> (kind, rule). Types are matched exactly, as mmcv does.
-_MMCV_RULES = {
-    nn.Conv2d: ("conv", _conv_rule),
-    nn.Linear: ("linear", lambda m, i, o: i[0].numel() * o.shape[-1]),  # multiply-adds; the bias is not counted
-    nn.BatchNorm1d: ("batchnorm", _norm_rule), nn.BatchNorm2d: ("batchnorm", _norm_rule),
-    nn.LayerNorm: ("layernorm", _norm_rule), nn.GroupNorm: ("layernorm", _norm_rule),
-    nn.ReLU: ("relu", _elements_out), nn.ReLU6: ("relu", _elements_out), nn.LeakyReLU: ("relu", _elements_out),
-    nn.AdaptiveAvgPool2d: ("pool", _elements_in), nn.AvgPool2d: ("pool", _elements_in),
-    nn.MaxPool2d: ("pool", _elements_in),
-    nn.Upsample: ("upsample", _elements_out),
-}
-
-
-class ModuleHookCounter:
-    """Count FLOPs the way mmcv's module-hook counter does (mmcv 1.x ``flops_counter``, used by mmseg's
-    ``tools/get_flops.py``), per kind, for every forward pass run inside ``with ModuleHookCounter(model) as c:``.
-
-    Rules (mmcv ``get_modules_mapping``): conv = multiply-adds + one add per output for a bias; linear =
-    multiply-adds (no bias); norms = elements (x2 with an affine); ReLU, pooling, upsampling = elements. Types are
-    matched *exactly* and only modules are seen: the attention's matrix products, GELU, Hardswish and functional
-    interpolation count zero. Besides mmcv's kinds it records ``"attention_product"``: the multiply-adds of *one*
-    of the two attention products of every :class:`CrossShapedAttention`, which mmcv never sees. Only shapes are
-    read, so it runs on the meta device, and inside ``FlopCounterMode``.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.by_kind: dict[str, int] = {}
-        self._handles: list = []
-
-    def _add(self, kind: str, flops: int) -> None:
-        self.by_kind[kind] = self.by_kind.get(kind, 0) + int(flops)
-
-    def total(self, count_batchnorm: bool = True, attention_products: int = 0) -> int:
-        """mmcv's total; ``count_batchnorm=False`` drops BatchNorm (SyncBN is not in mmcv's table, so the official
-        segmentation models' BNs count zero); ``attention_products`` (0, 1 or 2) adds that many attention products."""
-        if attention_products not in (0, 1, 2):
-            raise ValueError(f"attention_products must be 0, 1 or 2 (q k^T, weights @ v), got {attention_products!r}")
-        mmcv = sum(v for k, v in self.by_kind.items() if k != "attention_product")
-        if not count_batchnorm:
-            mmcv -= self.by_kind.get("batchnorm", 0)
-        return mmcv + attention_products * self.by_kind.get("attention_product", 0)
-
-    def __enter__(self) -> ModuleHookCounter:
-        for module in self.model.modules():
-            if type(module) in _MMCV_RULES:
-                kind, rule = _MMCV_RULES[type(module)]
-
-                def hook(m: nn.Module, inputs: tuple, output: torch.Tensor, kind: str = kind, rule=rule) -> None:
-                    self._add(kind, rule(m, inputs, output))
-
-                self._handles.append(module.register_forward_hook(hook))
-            elif isinstance(module, CrossShapedAttention):
-                def attention_hook(m: CrossShapedAttention, inputs: tuple, output: torch.Tensor) -> None:
-                    macs = stripe_attention_macs(m.dim, inputs[1], m.window, inputs[0].shape[0])
-                    self._add("attention_product", macs)
-
-                self._handles.append(module.register_forward_hook(attention_hook))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-
-def count_mmcv_flops(
-    model: nn.Module, input_size: Sequence[int], count_batchnorm: bool = True, attention_products: int = 0,
-) -> int:
-    """FLOPs of one image under mmcv's module rules (:class:`ModuleHookCounter`), counted on the meta device.
-
-    ``count_mmcv_flops(m, size)`` is what mmseg's ``get_flops.py`` would print for a model built with plain
-    BatchNorm; ``count_batchnorm=False, attention_products=1`` is the rule that reproduces HRViT's README.
-    """
-    size = tuple(input_size)
-    size = (1, *size) if len(size) == 3 else size
-    if len(size) != 4 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"input_size must be (C, H, W) or (B, C, H, W) of positive ints, got {input_size!r}")
-    on_meta = all(p.device.type == "meta" for p in model.parameters())
-    meta_model = model if on_meta else copy.deepcopy(model).to("meta")
-    was_training = meta_model.training
-    meta_model.eval()
-    try:
-        with ModuleHookCounter(meta_model) as counter, torch.no_grad():
-            meta_model(torch.empty(size, device="meta"))
-    finally:
-        meta_model.train(was_training)
-    return counter.total(count_batchnorm, attention_products) // size[0]  # per image, as mmcv divides by batch
+MMCV_RULES = MmcvRules(extra_kinds={"attention_product": (CrossShapedAttention, _attention_product_rule)})
+"""mmcv's own module rules (exact types, LayerNorm and Upsample counted; see :class:`lessons.measure.MmcvRules`),
+plus the kind ``"attention_product"``: the multiply-adds of *one* of the two attention products of every
+:class:`CrossShapedAttention`, which mmcv never sees. ``lessons.measure.count_mmcv_flops(m, size, rules=MMCV_RULES)``
+is what mmseg's ``get_flops.py`` prints for a model built with plain BatchNorm; adding
+``count_batchnorm=False, extra_counts={"attention_product": 1}`` is the rule that reproduces HRViT's README
+(SyncBN is not in mmcv's table; the attention is counted once)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import torch
@@ -268,3 +269,185 @@ def count_macs_fvcore(model: nn.Module, input_size: InputSize) -> int:
         meta_model(torch.empty(size, device="meta"))
     meta_model.train(was_training)
     return int(counter.get_total_flops()) // 2 + extra.macs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# FLOPs as mmcv counts them (``get_model_complexity_info``: the tool behind TopFormer's, SeaFormer's, HRViT's READMEs)
+# --------------------------------------------------------------------------------------------------------------------
+
+ModuleRule = Callable[[nn.Module, tuple, torch.Tensor], int]
+
+
+def _mmcv_conv(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """mmcv ``conv_flops_counter_hook``: multiply-adds (once, not twice), plus one add per output for a bias."""
+    per_position = math.prod(m.kernel_size) * m.in_channels * (m.out_channels // m.groups)
+    positions = output.shape[0] * math.prod(output.shape[2:])
+    return per_position * positions + (m.out_channels * positions if m.bias is not None else 0)
+
+
+def _mmcv_linear(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """mmcv ``linear_flops_counter_hook``: multiply-adds; the bias is not counted."""
+    return inputs[0].numel() * output.shape[-1]
+
+
+def _mmcv_norm(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """mmcv ``norm_flops_counter_hook``: one per input element, two with an affine (scale and shift)."""
+    affine = getattr(m, "affine", False) or getattr(m, "elementwise_affine", False)
+    return inputs[0].numel() * (2 if affine else 1)
+
+
+def _elements_out(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    return output.numel()
+
+
+def _elements_in(m: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    return inputs[0].numel()
+
+
+# mmcv 1.x ``mmcv/cnn/utils/flops_counter.py`` ``get_modules_mapping`` (the 2-D part this book's models use):
+# kind -> (module types, rule). ReLU-type activations and upsampling count one per output element, pooling one per
+# input element.
+MMCV_KINDS: dict[str, tuple[tuple[type[nn.Module], ...], ModuleRule]] = {
+    "conv": ((nn.Conv2d,), _mmcv_conv),
+    "batchnorm": ((nn.BatchNorm1d, nn.BatchNorm2d), _mmcv_norm),
+    "relu": ((nn.ReLU, nn.ReLU6, nn.LeakyReLU), _elements_out),
+    "pool": ((nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d), _elements_in),
+    "linear": ((nn.Linear,), _mmcv_linear),
+    "layernorm": ((nn.LayerNorm, nn.GroupNorm), _mmcv_norm),
+    "upsample": ((nn.Upsample,), _elements_out),
+}
+
+
+@dataclass(frozen=True)
+class MmcvRules:
+    """Which modules an mmcv-style module-hook count charges. The defaults are mmcv 1.x itself.
+
+    Args:
+        exact_types: match a module's type exactly, as mmcv does (``type(m) in mapping``), so a subclass of
+            ``nn.Conv2d`` counts 0; ``False`` matches with ``isinstance`` (the kinds are tried in the order of
+            :data:`MMCV_KINDS`).
+        kinds: the kinds of :data:`MMCV_KINDS` counted. TopFormer's reconstruction leaves out ``"layernorm"`` and
+            ``"upsample"`` (its models have neither as a module, so the totals do not depend on it).
+        extra_types: more module types per kind, e.g. TopFormer's ``HardSigmoid`` module as a ``"relu"`` (the
+            official code builds its h_sigmoid from ``nn.ReLU6``, which mmcv counts).
+        extra_kinds: kind -> (module type, rule) for work mmcv *never sees* but a README may have added by hand
+            (HRViT's attention products). Matched with ``isinstance``, recorded per kind, and left out of
+            :meth:`MmcvFlopCounter.total` unless asked for with ``extra_counts``.
+    """
+
+    exact_types: bool = True
+    kinds: tuple[str, ...] = tuple(MMCV_KINDS)
+    extra_types: Mapping[str, tuple[type[nn.Module], ...]] = field(default_factory=dict)
+    extra_kinds: Mapping[str, tuple[type[nn.Module], ModuleRule]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in (*self.kinds, *self.extra_types) if k not in MMCV_KINDS]
+        if unknown:
+            raise ValueError(f"unknown mmcv kinds {unknown}; known: {list(MMCV_KINDS)}")
+        clash = [k for k in self.extra_kinds if k in MMCV_KINDS]
+        if clash:
+            raise ValueError(f"extra_kinds must not reuse mmcv's kinds {clash}; pick another name")
+
+    def rule_for(self, module: nn.Module) -> tuple[str, ModuleRule] | None:
+        """(kind, rule) that charges ``module``, or None if this rule set counts it 0."""
+        for kind in MMCV_KINDS:
+            if kind not in self.kinds:
+                continue
+            types, rule = MMCV_KINDS[kind]
+            types = types + tuple(self.extra_types.get(kind, ()))
+            if (type(module) in types) if self.exact_types else isinstance(module, types):
+                return kind, rule
+        for kind, (module_type, rule) in self.extra_kinds.items():
+            if isinstance(module, module_type):
+                return kind, rule
+        return None
+
+
+class MmcvFlopCounter:
+    """Count FLOPs the way mmcv's module-hook counter does (mmcv 1.x ``get_model_complexity_info``, run by the
+    official ``tools/get_flops.py`` of TopFormer, SeaFormer and HRViT), for every forward pass run inside
+    ``with MmcvFlopCounter(model, rules) as counter:``; recorded per kind (``by_kind``) and per top-level child of
+    ``model`` (``by_part``; the root's own modules under ``"(own modules)"``).
+
+    mmcv hooks *modules* only: anything done with functions -- the attention matmuls, ``interpolate``,
+    ``adaptive_avg_pool2d``, the additions -- counts 0. Only shapes are read, so it runs on the meta device and
+    inside ``FlopCounterMode`` (one forward pass can feed both).
+    """
+
+    def __init__(self, model: nn.Module, rules: MmcvRules = MmcvRules()) -> None:
+        if not isinstance(rules, MmcvRules):
+            raise TypeError(f"rules must be a lessons.measure.MmcvRules, got {type(rules).__name__}")
+        self.model, self.rules = model, rules
+        self.by_kind: dict[str, int] = {}
+        self.by_part: dict[str, int] = {name: 0 for name, _ in model.named_children()}
+        self._handles: list = []
+
+    def total(self, count_batchnorm: bool = True, extra_counts: Mapping[str, int] | None = None) -> int:
+        """mmcv's total. ``count_batchnorm=False`` drops BatchNorm (``SyncBatchNorm`` is not in mmcv's table, so
+        models trained with it report BNs as 0); ``extra_counts`` adds each named extra kind that many times (HRViT's
+        README: ``{"attention_product": 1}``)."""
+        extra_counts = dict(extra_counts or {})
+        for kind, times in extra_counts.items():
+            if kind not in self.rules.extra_kinds:
+                known = list(self.rules.extra_kinds)
+                raise ValueError(f"extra_counts names {kind!r}; the rules' extra kinds are {known}")
+            if not isinstance(times, int) or times < 0:
+                raise ValueError(f"extra_counts[{kind!r}] must be a non-negative int, got {times!r}")
+        mmcv = sum(v for k, v in self.by_kind.items() if k in MMCV_KINDS)
+        if not count_batchnorm:
+            mmcv -= self.by_kind.get("batchnorm", 0)
+        return mmcv + sum(times * self.by_kind.get(kind, 0) for kind, times in extra_counts.items())
+
+    def __enter__(self) -> MmcvFlopCounter:
+        parts = [(name, child) for name, child in self.model.named_children()]
+        part_of = {id(m): name for name, child in parts for m in child.modules()}
+        for module in self.model.modules():
+            found = self.rules.rule_for(module)
+            if found is None:
+                continue
+            part = part_of.get(id(module), "(own modules)")
+
+            def hook(m: nn.Module, inputs: tuple, output: torch.Tensor, kind: str = found[0],
+                     rule: ModuleRule = found[1], part: str = part) -> None:
+                flops = int(rule(m, inputs, output))
+                self.by_kind[kind] = self.by_kind.get(kind, 0) + flops
+                if kind in MMCV_KINDS:  # parts add up to the mmcv total, as mmcv reports it
+                    self.by_part[part] = self.by_part.get(part, 0) + flops
+
+            self._handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _run_mmcv(model: nn.Module, input_size: InputSize, rules: MmcvRules) -> tuple[MmcvFlopCounter, int]:
+    size = _check_input_size(input_size)
+    meta_model = _on_meta(model)
+    was_training = meta_model.training
+    meta_model.eval()
+    try:
+        with MmcvFlopCounter(meta_model, rules) as counter, torch.no_grad():
+            meta_model(torch.empty(size, device="meta"))
+    finally:
+        meta_model.train(was_training)
+    return counter, size[0]
+
+
+def count_mmcv_flops(
+    model: nn.Module, input_size: InputSize, *, rules: MmcvRules = MmcvRules(), count_batchnorm: bool = True,
+    extra_counts: Mapping[str, int] | None = None,
+) -> int:
+    """FLOPs of one image by mmcv's module rules (:class:`MmcvFlopCounter`), counted on the meta device; a batch
+    is divided by its size, as mmcv does. ``count_batchnorm`` and ``extra_counts`` as in
+    :meth:`MmcvFlopCounter.total`."""
+    counter, batch = _run_mmcv(model, input_size, rules)
+    return counter.total(count_batchnorm, extra_counts) // batch
+
+
+def mmcv_flops_by_part(model: nn.Module, input_size: InputSize, *, rules: MmcvRules = MmcvRules()) -> dict[str, int]:
+    """mmcv-rule FLOPs of one image per top-level child of ``model`` (``token_pyramid``, ``extractor``, ...)."""
+    counter, batch = _run_mmcv(model, input_size, rules)
+    return {part: flops // batch for part, flops in counter.by_part.items()}

@@ -54,6 +54,7 @@ from .layers import (
     check_image_batch,
     resize_to,
 )
+from .measure import MmcvRules
 from .registry import register_model
 
 TOKEN_STRIDES = (4, 8, 16, 32)  # output strides of the four pyramid tokens (official `embed_out_indice`)
@@ -603,86 +604,22 @@ class TopFormerClassifier(_TopFormerTrunk):
 # Counting FLOPs the way the official repository did (mmcv's get_flops)
 # --------------------------------------------------------------------------------------------------------------------
 
-
-class MmcvFlopCounter:
-    """Count FLOPs the way mmcv's ``get_model_complexity_info`` does (the official ``tools/get_flops.py``), per
-    top-level part of ``model``, for every forward pass run inside ``with MmcvFlopCounter(model) as counter:``.
-
-    mmcv hooks *modules*: a conv counts its multiply-adds (once, not twice) plus one per output for a bias; a norm
-    counts its input's elements (twice when affine); ReLU-type activations (the hard-sigmoid is a ReLU6 module in the
-    official code) and pooling modules count one per element; a Linear counts its multiply-adds. Anything done with
-    functions -- the attention matmuls, ``adaptive_avg_pool2d``, ``interpolate``, the additions -- counts 0.
-    Only shapes are read, so it works on the meta device (and inside ``FlopCounterMode``).
-    """
-
-    _ACTS = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU, HardSigmoid)
-    _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.parts = {name: 0 for name, _ in model.named_children()}
-        self._handles: list = []
-
-    @classmethod
-    def flops(cls, module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
-        """What mmcv charges one call of ``module`` (0 for a module type it does not count)."""
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            per_position = kh * kw * module.in_channels * (module.out_channels // module.groups)
-            positions = output.shape[0] * output.shape[2] * output.shape[3]
-            return per_position * positions + (module.out_channels * positions if module.bias is not None else 0)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            return inputs[0].numel() * (2 if module.affine else 1)
-        if isinstance(module, cls._ACTS):
-            return output.numel()
-        if isinstance(module, cls._POOLS):
-            return inputs[0].numel()
-        if isinstance(module, nn.Linear):
-            return inputs[0].numel() * output.shape[-1]
-        return 0
-
-    @property
-    def total(self) -> int:
-        return sum(self.parts.values())
-
-    def __enter__(self) -> MmcvFlopCounter:
-        for part, child in self.model.named_children():
-            for module in child.modules():
-                def hook(module: nn.Module, inputs: tuple, output: torch.Tensor, part: str = part) -> None:
-                    self.parts[part] += self.flops(module, inputs, output)
-
-                self._handles.append(module.register_forward_hook(hook))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-
-def mmcv_flops_by_part(model: nn.Module, input_size: Sequence[int]) -> dict[str, int]:
-    """FLOPs under mmcv's rule (:class:`MmcvFlopCounter`) of one forward pass, per top-level part of ``model``
-    (``token_pyramid``, ``extractor``, ...). Counted on the meta device, batch of one: ``input_size`` is (C, H, W).
-    """
-    import copy
-
-    size = tuple(input_size)
-    if len(size) != 3 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"input_size must be (C, H, W) of positive ints, got {input_size!r}")
-    meta = copy.deepcopy(model).to("meta") if any(p.device.type != "meta" for p in model.parameters()) else model
-    was_training = meta.training
-    meta.eval()
-    try:
-        with MmcvFlopCounter(meta) as counter, torch.no_grad():
-            meta(torch.empty((1, *size), device="meta"))
-    finally:
-        meta.train(was_training)
-    return counter.parts
-
-
-def count_mmcv_flops(model: nn.Module, input_size: Sequence[int]) -> int:
-    """Total FLOPs under mmcv's rule (see :func:`mmcv_flops_by_part`): what the official README's "FLOPs" count."""
-    return sum(mmcv_flops_by_part(model, input_size).values())
+MMCV_RULES = MmcvRules(
+    exact_types=False,  # isinstance: SyncBatchNorm and any BatchNorm subclass count as BatchNorm
+    kinds=("conv", "batchnorm", "relu", "pool", "linear"),  # TopFormer/SeaFormer have no LayerNorm or Upsample module
+    extra_types={
+        "batchnorm": (nn.modules.batchnorm._BatchNorm,),
+        # The official h_sigmoid is an nn.ReLU6 module, which mmcv counts: our HardSigmoid module stands in for it.
+        "relu": (nn.PReLU, nn.ELU, HardSigmoid),
+        "pool": (nn.AdaptiveMaxPool2d,),
+    },
+)
+"""How this book reconstructs the official ``tools/get_flops.py`` (mmcv's ``get_model_complexity_info``) for
+TopFormer and SeaFormer: pass it to :func:`lessons.measure.count_mmcv_flops` or
+:func:`lessons.measure.mmcv_flops_by_part`.
+A conv counts its multiply-adds plus one per output for a bias, a BatchNorm its elements twice, ReLU-type
+activations (the hard-sigmoid included) and pooling modules one per element, a Linear its multiply-adds; the
+functional attention matmuls, ``adaptive_avg_pool2d`` and ``interpolate`` count 0."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import lessons
 from lessons.hrvit import (
     HRVIT_CONFIGS,
+    MMCV_RULES,
     PAD_LOGIT,
     CrossShapedAttention,
     DiversityEnhancedShortcut,
@@ -20,17 +21,15 @@ from lessons.hrvit import (
     HRViTConfig,
     MixCFN,
     MixConv,
-    ModuleHookCounter,
     OverlapPatchEmbed,
     TokenMlp,
-    count_mmcv_flops,
     fusion_path,
     kronecker_factor,
     make_config,
     stripe_attention,
     stripe_attention_macs,
 )
-from lessons.measure import count_params
+from lessons.measure import MmcvFlopCounter, count_params
 
 
 def meta_model(name: str = "hrvit_b1", **kwargs) -> nn.Module:
@@ -394,20 +393,13 @@ def test_attention_counted_by_shape_equals_the_exact_matmul_count():
         model = lessons.create_model("hrvit_b1").eval()
     size = (1, 3, 96, 96)  # maps 24, 12, 6, 3: windows of 7 need padding
     counter = FlopCounterMode(display=False)
-    with ModuleHookCounter(model) as hooks, counter, torch.no_grad():
+    with MmcvFlopCounter(model, MMCV_RULES) as hooks, counter, torch.no_grad():
         model(torch.empty(size, device="meta"))
     bmm = counter.get_flop_counts()["Global"][torch.ops.aten.bmm] // 2
-    assert hooks.total(attention_products=2) - hooks.total() == bmm  # both products, counted from shapes
-    assert hooks.total() == hooks.total(attention_products=0) > 0
+    assert hooks.total(extra_counts={"attention_product": 2}) - hooks.total() == bmm  # both products, counted from shapes
+    assert hooks.total() == hooks.total(extra_counts={"attention_product": 0}) > 0
     # per half: two stripes (7 rows, the second padded) of 7 x 8 = 56 tokens, 56^2 x 32 multiply-adds each
     assert stripe_attention_macs(64, (8, 8), 7) == 2 * 2 * 56**2 * 32
-
-
-def test_mmcv_rule_on_a_tiny_model():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Upsample(scale_factor=2))
-    conv, bn, relu, upsample = 3 * 9 * 8 * 100 + 8 * 100, 2 * 800, 800, 3200
-    assert count_mmcv_flops(model, (3, 10, 10)) == conv + bn + relu + upsample
-    assert count_mmcv_flops(model, (3, 10, 10), count_batchnorm=False) == conv + relu + upsample
 
 
 def test_registered_names():

@@ -218,3 +218,71 @@ def test_lessons_import_does_not_import_torch_benchmark() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
     assert measure._torch_benchmark().Timer is not None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# mmcv's module-hook rule (one implementation; TopFormer/SeaFormer and HRViT pass their MmcvRules)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class WrappedConv(nn.Conv2d):
+    """A Conv2d subclass: mmcv matches exact types, so it counts 0 there and in full under ``isinstance`` rules."""
+
+
+def _tiny_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Upsample(scale_factor=2))
+
+
+def test_mmcv_rule_counts_bias_norm_activation_and_upsample_elements() -> None:
+    model = _tiny_net()
+    conv, bn, relu, upsample = 3 * 9 * 8 * 100 + 8 * 100, 2 * 800, 800, 3200  # 10 x 10 map; upsample: 8 x 20 x 20
+    assert measure.count_mmcv_flops(model, (3, 10, 10)) == conv + bn + relu + upsample
+    assert measure.count_mmcv_flops(model, (3, 10, 10), count_batchnorm=False) == conv + relu + upsample
+    assert measure.count_mmcv_flops(model, (4, 3, 10, 10)) == conv + bn + relu + upsample  # per image, as mmcv
+    assert measure.mmcv_flops_by_part(model, (3, 10, 10)) == {"0": conv, "1": bn, "2": relu, "3": upsample}
+    layernorm = nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4))
+    # input (1, 2, 5, 6): 10 tokens x 6 x 4 multiply-adds, no bias; LayerNorm 40 elements, twice (affine)
+    assert measure.count_mmcv_flops(layernorm, (2, 5, 6)) == 10 * 6 * 4 + 2 * 40
+
+
+def test_topformer_rules_match_subclasses_and_skip_upsample_and_layernorm() -> None:
+    from lessons.layers import HardSigmoid
+    from lessons.topformer import MMCV_RULES as TOPFORMER
+
+    positions = 8 * 8
+    expected = 3 * 3 * 3 * 8 * positions + 8 * positions + 2 * 8 * positions + 8 * positions  # conv+bias, BN, ReLU
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    assert measure.count_mmcv_flops(model, (3, 8, 8), rules=TOPFORMER) == expected
+    assert measure.count_mmcv_flops(nn.Sequential(model, HardSigmoid()), (3, 8, 8), rules=TOPFORMER) == (
+        expected + 8 * positions)  # the official h_sigmoid is an nn.ReLU6 module
+    assert measure.count_mmcv_flops(_tiny_net(), (3, 8, 8), rules=TOPFORMER) == expected  # Upsample: 0
+    assert measure.count_mmcv_flops(nn.LayerNorm(8), (1, 3, 8, 8), rules=TOPFORMER) == 0
+    wrapped = WrappedConv(3, 8, 1, bias=False)
+    assert measure.count_mmcv_flops(wrapped, (3, 8, 8), rules=TOPFORMER) == 3 * 8 * positions
+    assert measure.count_mmcv_flops(wrapped, (3, 8, 8)) == 0  # mmcv itself: exact types
+
+
+def test_mmcv_extra_kinds_are_recorded_but_only_added_on_request() -> None:
+    relu_kind = (nn.ReLU, lambda m, inputs, output: 7)  # a made-up charge for what mmcv never sees
+    rules = measure.MmcvRules(kinds=("conv",), extra_kinds={"custom": relu_kind})
+    model = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
+    with measure.MmcvFlopCounter(model, rules) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 4, 4))
+    assert counter.by_kind == {"conv": 3 * 2 * 16, "custom": 7}
+    assert counter.total() == 3 * 2 * 16
+    assert counter.total(extra_counts={"custom": 2}) == 3 * 2 * 16 + 14
+    assert counter.by_part == {"0": 3 * 2 * 16, "1": 0}  # parts add up to mmcv's total, extras left out
+
+
+def test_mmcv_counter_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="input_size"):
+        measure.count_mmcv_flops(_tiny_net(), (10, 10))
+    with pytest.raises(ValueError, match="unknown mmcv kinds"):
+        measure.MmcvRules(kinds=("convolution",))
+    with pytest.raises(ValueError, match="must not reuse"):
+        measure.MmcvRules(extra_kinds={"conv": (nn.ReLU, lambda m, i, o: 0)})
+    with pytest.raises(TypeError, match="MmcvRules"):
+        measure.MmcvFlopCounter(_tiny_net(), rules={"exact_types": True})
+    counter = measure.MmcvFlopCounter(_tiny_net())
+    with pytest.raises(ValueError, match="extra kinds"):
+        counter.total(extra_counts={"attention_product": 1})

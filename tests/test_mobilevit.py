@@ -14,7 +14,7 @@ import lessons
 from lessons import mobilevit
 from lessons.claims.mobilevit import cvnets_rule_macs, norm_elements
 from lessons.layers import DropPath, MultiHeadSelfAttention
-from lessons.measure import count_params, macs_by_operator
+from lessons.measure import count_macs, count_macs_fvcore, count_params, macs_by_operator
 from lessons.viz import attention_reach
 
 VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
@@ -177,6 +177,14 @@ def test_elements_fvcore_charges_follow_the_config():
         assert norm_elements(name, (3, 256, 256))["bilinear"] == 0  # every map is a multiple of the patch
         # At 224 the stage-5 map is 7 x 7: resized to 8 x 8 for 2 x 2 patches and back, d channels each way.
         assert norm_elements(name, (3, 224, 224))["bilinear"] == cfg.transformer_dims[2] * (8 * 8 + 7 * 7)
+        # fvcore's count is ours plus exactly those charges (2 per BN element, 5 per LN element, 4 per resize output):
+        # the extra terms the "fvcore rule" claims add are the MobileViT elements counted above, nothing else.
+        for size in (256, 224):
+            with torch.device("meta"):
+                model = lessons.create_model(name).eval()
+            extra = norm_elements(name, (3, size, size))
+            charges = 2 * extra["batchnorm"] + 5 * extra["layernorm"] + 4 * extra["bilinear"]
+            assert count_macs_fvcore(model, (3, size, size)) == count_macs(model, (3, size, size)) + charges
 
 
 # --------------------------------------------------------------------------------------------------------------------

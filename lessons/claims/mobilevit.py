@@ -10,7 +10,8 @@ Three counting rules meet in this file, and the chapter shows all three:
   resize; it counts nothing for activations, softmax, additions or the global mean. Adding those terms to our count
   reproduces timm's 0.42 / 1.05 / 2.03, and equals fvcore's own count of timm's model to the last multiply-add
   (checked once, outside the book, with fvcore 0.1.5 on timm 1.0.31 at 256, 224 and 200 pixels, attention not
-  fused; with the fused kernel fvcore counts 0 for attention and gives 0.34 for XXS) (:func:`fvcore_rule_macs`);
+  fused; with the fused kernel fvcore counts 0 for attention and gives 0.34 for XXS)
+  (:func:`lessons.measure.count_macs_fvcore`, cached here as :func:`fvcore_macs`);
 * the paper's own FLOPs (Table 3, MobileViT-XS only), whose counting rule the paper does not state.
 """
 
@@ -25,15 +26,13 @@ import torch
 from torch import nn
 
 from ..layers import MultiHeadSelfAttention
+from ..measure import count_macs_fvcore
 from ..mobilevit import MobileViTBlock
 from ..registry import create_model
-from .core import Claim, macs_claim, model_flops, params_claim, register_claims, rounding_tolerance
+from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 PAPER = "MobileViT (ICLR 2022)"
 TIMM = "timm results CSV (benchmark-infer-amp-nchw-pt240-cu124-rtx4090), GMACs"
-FVCORE_BN_PER_ELEMENT = 2  # fvcore jit_handles.batchnorm_flop_jit, inference with affine: scale + shift
-FVCORE_LN_PER_ELEMENT = 5  # fvcore jit_handles.norm_flop_counter with affine: "5 is just a rough estimate"
-FVCORE_BILINEAR_PER_OUTPUT = 4  # fvcore flop_count.py: upsample_bilinear2d -> elementwise_flop_counter(0, 4)
 
 COUNTING_RULE = (
     "timm's GMACs are fvcore counts (timm benchmark.py; the CSV's infer_macts column exists only on fvcore's "
@@ -86,19 +85,13 @@ def norm_elements(name: str, input_size: tuple[int, ...]) -> Mapping[str, int]:
 
 
 @functools.lru_cache(maxsize=None)
-def fvcore_rule_macs(name: str, input_size: tuple[int, ...] = (3, 256, 256)) -> int:
-    """MACs of model ``name`` counted the way fvcore counts them (timm's published GMACs).
-
-    = conv and matmul multiply-adds (this book's count) + 2 per BatchNorm element + 5 per LayerNorm element
-    + 4 per output element of a bilinear resize (fvcore ``upsample_bilinear2d``; zero at 256x256).
-    """
-    extra = norm_elements(name, tuple(input_size))
-    return (
-        model_flops(name, tuple(input_size), ()) // 2  # the cached count macs_claim uses: conv + matmul MACs
-        + FVCORE_BN_PER_ELEMENT * extra["batchnorm"]
-        + FVCORE_LN_PER_ELEMENT * extra["layernorm"]
-        + FVCORE_BILINEAR_PER_OUTPUT * extra["bilinear"]
-    )
+def fvcore_macs(name: str, input_size: tuple[int, ...] = (3, 256, 256)) -> int:
+    """MACs of model ``name`` by fvcore's rule (:func:`lessons.measure.count_macs_fvcore`; timm's published GMACs),
+    cached so the claims table counts each model once. It equals this book's conv + matmul count plus
+    2 x ``norm_elements(...)["batchnorm"]`` + 5 x ``["layernorm"]`` + 4 x ``["bilinear"]`` (tested)."""
+    with torch.device("meta"):
+        model = create_model(name)
+    return count_macs_fvcore(model, tuple(input_size))
 
 
 @functools.lru_cache(maxsize=None)
@@ -148,7 +141,7 @@ def fvcore_claim(id: str, what: str, paper: float, model: str) -> Claim:
     """timm's GMACs at 256x256, checked against our count under fvcore's rule (printed with two decimals)."""
     return Claim(
         id, "mobilevit", TIMM, what, paper, "G", rounding_tolerance(2),
-        lambda: fvcore_rule_macs(model, (3, 256, 256)) / 1e9,
+        lambda: fvcore_macs(model, (3, 256, 256)) / 1e9,
     )
 
 

@@ -5,7 +5,8 @@ seaformer-seg/README.md of fudan-zvg/SeaFormer). Counting rules: the ImageNet FL
 ``__main__`` of ``seaformer-cls/seaformer.py``) and match our exact count (conv + matmul multiply-adds). The ADE20K
 FLOPs come from mmcv's ``get_model_complexity_info`` (``seaformer-seg/tools/get_flops.py``), which hooks modules:
 it adds every BatchNorm and ReLU element and misses the functional attention matmuls and interpolations. So each
-segmentation FLOPs number is claimed under both rules; the mmcv rule is :class:`lessons.topformer.MmcvFlopCounter`.
+segmentation FLOPs number is claimed under both rules; the mmcv rule is
+:func:`lessons.measure.count_mmcv_flops` with :data:`lessons.topformer.MMCV_RULES`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Counting rules. The official README's FLOPs come from mmcv's ``get_model_complex
 (two: scale and shift), ReLU/ReLU6 and conv bias, and nothing for the functional attention matmuls, pooling and
 interpolation. ``lessons.measure.count_macs`` counts multiply-adds of convolutions and matrix multiplies only. For
 TopFormer the two differ by 4-8%, enough to move Tiny and Small across a rounding boundary, so each FLOPs number is
-claimed twice: once under each rule. :func:`lessons.topformer.count_mmcv_flops` reimplements mmcv's rule.
+claimed twice: once under each rule. :func:`lessons.measure.count_mmcv_flops` with
+:data:`lessons.topformer.MMCV_RULES` reimplements mmcv's rule.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import functools
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..measure import count_params, flops_by_part, params_by_part
+from ..measure import MmcvFlopCounter, count_params, flops_by_part, mmcv_flops_by_part, params_by_part
 from ..registry import create_model
-from ..topformer import MmcvFlopCounter, mmcv_flops_by_part
+from ..topformer import MMCV_RULES
 from .core import Claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "topformer"
@@ -46,18 +47,19 @@ def costs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> 
     """(parameters, exact FLOPs, mmcv-rule FLOPs) of registered model ``name`` built with ``frozen_kwargs``.
 
     One model on the meta device, one forward pass seen by both counters: ``FlopCounterMode`` (exact, 2 per
-    multiply-add, as ``lessons.measure.count_flops``) and :class:`lessons.topformer.MmcvFlopCounter`.
+    multiply-add, as ``lessons.measure.count_flops``) and :class:`lessons.measure.MmcvFlopCounter` with
+    :data:`lessons.topformer.MMCV_RULES`.
     """
     with torch.device("meta"):
         model = create_model(name, **dict(frozen_kwargs)).eval()
     exact = FlopCounterMode(display=False)
-    with MmcvFlopCounter(model) as mmcv, exact, torch.no_grad():
+    with MmcvFlopCounter(model, MMCV_RULES) as mmcv, exact, torch.no_grad():
         model(torch.empty((1, *input_size), device="meta"))
-    return count_params(model), int(exact.get_total_flops()), mmcv.total
+    return count_params(model), int(exact.get_total_flops()), mmcv.total()
 
 
 def mmcv_flops(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> int:
-    """FLOPs of registered model ``name`` under mmcv's rule (module hooks; see ``lessons.topformer``)."""
+    """FLOPs of registered model ``name`` under mmcv's rule (module hooks; see ``lessons.topformer.MMCV_RULES``)."""
     return costs(name, tuple(input_size), frozen_kwargs)[2]
 
 
@@ -79,7 +81,7 @@ def part_shares(name: str, input_size: tuple[int, ...] = (3, 512, 512)) -> dict[
     return {
         "params": percent(params_by_part(model)),
         "flops_exact": percent(flops_by_part(model, input_size)),
-        "flops_mmcv": percent(mmcv_flops_by_part(model, input_size)),
+        "flops_mmcv": percent(mmcv_flops_by_part(model, input_size, rules=MMCV_RULES)),
     }
 
 
