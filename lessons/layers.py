@@ -86,6 +86,15 @@ class HardSigmoid(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _check_conv_channels(in_chs: int, out_chs: int, groups: int) -> None:
+    """Clear errors for channel counts a grouped convolution cannot take."""
+    for label, value in (("in_chs", in_chs), ("out_chs", out_chs), ("groups", groups)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive int, got {value!r}")
+    if in_chs % groups or out_chs % groups:
+        raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
+
+
 class ConvNormAct(nn.Sequential):
     """Conv2d -> BatchNorm2d -> activation, the unit every mobile network is built from.
 
@@ -106,11 +115,7 @@ class ConvNormAct(nn.Sequential):
         bias: bool | None = None,
     ) -> None:
         super().__init__()
-        for label, value in (("in_chs", in_chs), ("out_chs", out_chs), ("groups", groups)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive int, got {value!r}")
-        if in_chs % groups or out_chs % groups:
-            raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
+        _check_conv_channels(in_chs, out_chs, groups)
         padding = dilation * (kernel_size - 1) // 2  # "same" padding for odd kernels
         self.conv = nn.Conv2d(
             in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups,
@@ -345,11 +350,7 @@ class ConvBN(nn.Sequential):
         bn_weight_init: float = 1.0,
     ) -> None:
         super().__init__()
-        for label, value in (("in_chs", in_chs), ("out_chs", out_chs), ("groups", groups)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive int, got {value!r}")
-        if in_chs % groups or out_chs % groups:
-            raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
+        _check_conv_channels(in_chs, out_chs, groups)
         padding = dilation * (kernel_size - 1) // 2  # "same" padding for odd kernels, as the official pad=ks//2
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups,
                               bias=False)  # the BN's shift would cancel a bias
