@@ -25,9 +25,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layers import ActLayer, ConvBN, ConvNormAct, drop_path_rates, resize_to
+from .layers import ActLayer, ConvBN, ConvNormAct, resize_to
 from .registry import register_model
-from .seaformer import FusionBlock, SeaFormerBlock, check_image_batch, init_seaformer_weights
+from .seaformer import (
+    FusionBlock, check_image_batch, init_seaformer_weights, run_pyramid, sea_transformer_stages,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
 # MobileNetV3 blocks (Howard et al. 2019, §5; PaddleSeg ``ResidualUnit`` and ``SEModule``)
@@ -301,28 +303,12 @@ class StrideFormer(nn.Module):
             stages.append(mv3_stage(rows, in_chs))
             in_chs = rows[-1][2]
         self.stages = nn.ModuleList(stages)
-        self.first_transformer_stage = len(config.stages) - len(config.depths)
-        self.transformers = nn.ModuleList()
         # MobileSeg_Base/Tiny pass act_layer=nn.ReLU6: it is the activation inside the SEA blocks
-        for dim, depth, key_dim, mlp_ratio in zip(config.embed_dims, config.depths, config.key_dims, config.mlp_ratios):
-            self.transformers.append(nn.Sequential(*[
-                SeaFormerBlock(dim, key_dim, config.num_heads, mlp_ratio, config.attn_ratio, act_layer, rate,
-                               attn_stride=config.attn_stride)
-                for rate in drop_path_rates(drop_path_rate, depth)
-            ]))
+        self.transformers = sea_transformer_stages(config, act_layer, drop_path_rate, attn_stride=config.attn_stride)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_image_batch(x, self.in_chans, self.config.total_stride)
-        outs = []
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i == self.config.detail_stage:
-                outs.append(x)
-            if i >= self.first_transformer_stage:
-                x = self.transformers[i - self.first_transformer_stage](x)
-                outs.append(x)
-        return outs
+        return run_pyramid(x, self.stem, self.stages, self.transformers, self.config.detail_stage)
 
 
 class PPMobileSegHead(nn.Module):

@@ -356,6 +356,45 @@ def mv2_stage(rows: Sequence[MV2Row], in_chs: int, act_layer: ActLayer = nn.ReLU
     return nn.Sequential(*blocks)
 
 
+def sea_transformer_stages(
+    config, act_layer: ActLayer, drop_path_rate: float, attn_stride: int = 1
+) -> nn.ModuleList:
+    """One stack of :class:`SeaFormerBlock` per entry of ``config.embed_dims`` (official ``SeaFormer.__init__``).
+
+    Shared by SeaFormer and PP-MobileSeg's StrideFormer, which differ only in the convolutional stages around these
+    stacks and in ``attn_stride`` (StrideFormer attends at half resolution). Drop-path rates rise linearly within
+    each stack, as the official ``linspace(0, rate, depth)``.
+    """
+    return nn.ModuleList(
+        nn.Sequential(*[
+            SeaFormerBlock(dim, key_dim, config.num_heads, mlp_ratio, config.attn_ratio, act_layer, rate,
+                           attn_stride=attn_stride)
+            for rate in drop_path_rates(drop_path_rate, depth)
+        ])
+        for dim, depth, key_dim, mlp_ratio in zip(config.embed_dims, config.depths, config.key_dims, config.mlp_ratios)
+    )
+
+
+def run_pyramid(
+    x: torch.Tensor, stem: nn.Module, stages: nn.ModuleList, transformers: nn.ModuleList, detail_stage: int
+) -> list[torch.Tensor]:
+    """Stem, then each conv stage; the last ``len(transformers)`` stages are followed by their SEA stack.
+
+    Returns [the detail map (output of ``detail_stage``), the output of every SEA stack] (official ``forward``).
+    """
+    first_transformer_stage = len(stages) - len(transformers)
+    outs = []
+    x = stem(x)
+    for i, stage in enumerate(stages):
+        x = stage(x)
+        if i == detail_stage:
+            outs.append(x)
+        if i >= first_transformer_stage:
+            x = transformers[i - first_transformer_stage](x)
+            outs.append(x)
+    return outs
+
+
 class SeaFormer(nn.Module):
     """The SeaFormer backbone, with the official ImageNet classifier (average pool + linear) when ``num_classes``.
 
@@ -382,14 +421,7 @@ class SeaFormer(nn.Module):
             stages.append(mv2_stage(rows, in_chs))
             in_chs = rows[-1][2]
         self.stages = nn.ModuleList(stages)
-        self.first_transformer_stage = len(config.stages) - len(config.depths)
-        self.transformers = nn.ModuleList()
-        for dim, depth, key_dim, mlp_ratio in zip(config.embed_dims, config.depths, config.key_dims, config.mlp_ratios):
-            rates = drop_path_rates(drop_path_rate, depth)  # official: linspace(0, rate, depth) per stage
-            self.transformers.append(nn.Sequential(*[
-                SeaFormerBlock(dim, key_dim, config.num_heads, mlp_ratio, config.attn_ratio, act_layer, rate)
-                for rate in rates
-            ]))
+        self.transformers = sea_transformer_stages(config, act_layer, drop_path_rate)
         self.num_features = in_chs
         # seaformer-cls/seaformer.py: AdaptiveAvgPool2d(1) then Linear(channels[-1], classes); nothing in between
         self.fc = nn.Linear(in_chs, num_classes) if num_classes else nn.Identity()
@@ -398,16 +430,7 @@ class SeaFormer(nn.Module):
     def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[detail map at 1/8, output of each transformer stage] (official ``SeaFormer.forward``)."""
         check_image_batch(x, self.in_chans, self.config.total_stride)
-        outs = []
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i == self.config.detail_stage:
-                outs.append(x)
-            if i >= self.first_transformer_stage:
-                x = self.transformers[i - self.first_transformer_stage](x)
-                outs.append(x)
-        return outs
+        return run_pyramid(x, self.stem, self.stages, self.transformers, self.config.detail_stage)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map (1/64)."""
