@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormAct, DropPath, Mlp, drop_path_rates, resize_to
+from .layers import ConvNormAct, DropPath, Mlp, check_count, drop_path_rates, resize_to
 from .measure import MmcvRules
 from .registry import register_model
 
@@ -137,10 +137,8 @@ class CrossShapedAttention(nn.Module):
         super().__init__()
         if not isinstance(dim, int) or dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even positive int (half the channels per stripe direction), got {dim!r}")
-        if not isinstance(head_dim, int) or head_dim < 1:
-            raise ValueError(f"head_dim must be a positive int, got {head_dim!r}")
-        if not isinstance(window, int) or window < 1:
-            raise ValueError(f"window (stripe width) must be a positive int, got {window!r}")
+        check_count("head_dim", head_dim)
+        check_count("window (stripe width)", window)
         stripe_heads(dim // 2, head_dim)  # raises if a half cannot be split into heads
         self.dim, self.head_dim, self.window, self.shared_kv = dim, head_dim, window, shared_kv
         # Official: ``to_qkv = Linear(in_dim, 2 * dim)`` -- q and v only.
@@ -515,8 +513,7 @@ class HRViTConfig:
                 f"one window and one mlp_ratio per branch: {n} channels but {len(self.windows)} windows and "
                 f"{len(self.mlp_ratios)} mlp_ratios"
             )
-        if not isinstance(self.head_dim, int) or self.head_dim < 1:
-            raise ValueError(f"head_dim must be a positive int, got {self.head_dim!r}")
+        check_count("head_dim", self.head_dim)
         if not self.depths:
             raise ValueError("depths must list at least one module")
         previous = 1
@@ -573,8 +570,7 @@ class HRViTBackbone(nn.Module):
 
     def __init__(self, config: HRViTConfig, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
         super().__init__()
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        check_count("in_chans", in_chans)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
         self.config, self.in_chans = config, in_chans
@@ -705,8 +701,7 @@ class HRViT(nn.Module):
         # drop_rate 0.1: the official ``HRViT(head_dropout=0.1)`` default; drop_path_rate is a training flag there
         # (README: --drop-path 0.1), so it stays 0 unless asked for, as in timm.
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
+        check_count("num_classes", num_classes, minimum=0, note=" (0 = no classifier)")
         self.config, self.num_classes = config, num_classes
         self.backbone = HRViTBackbone(config, in_chans, drop_path_rate)
         self.head = HRViTClassifier(config.channels, num_classes, drop_rate)
@@ -738,8 +733,7 @@ class SegFormerHead(nn.Module):
         self, in_channels: Sequence[int], channels: int = 256, num_classes: int = 150, drop_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_count("num_classes", num_classes)
         self.in_channels = tuple(in_channels)
         self.linear = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.fuse = ConvNormAct(channels * len(in_channels), channels, 1)  # mmcv ConvModule: conv (no bias), BN, ReLU

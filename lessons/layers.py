@@ -86,11 +86,20 @@ class HardSigmoid(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def check_count(name: str, value: object, minimum: int = 1, note: str = "") -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an int (not a bool) of at least ``minimum``.
+
+    The one check behind every model's ``num_classes`` (0 allowed where it means "no classifier") and ``in_chans``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int of at least {minimum}")
+        raise ValueError(f"{name} must be {kind}{note}, got {value!r}")
+
+
 def _check_conv_channels(in_chs: int, out_chs: int, groups: int) -> None:
     """Clear errors for channel counts a grouped convolution cannot take."""
     for label, value in (("in_chs", in_chs), ("out_chs", out_chs), ("groups", groups)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive int, got {value!r}")
+        check_count(label, value)
     if in_chs % groups or out_chs % groups:
         raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
 

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormAct, check_image_batch, InvertedResidual, TransformerEncoderLayer, drop_path_rates
+from .layers import (
+    ConvNormAct, InvertedResidual, TransformerEncoderLayer, check_count, check_image_batch, drop_path_rates,
+)
 from .registry import register_model
-from .timm_convert import register_timm_converter
+from .timm_convert import register_timm_converter, rename_keys
 
 # --------------------------------------------------------------------------------------------------------------------
 # Unfold and fold (paper §3.1, Fig. 1b): a feature map <-> P sequences of N patches
@@ -77,8 +79,7 @@ class MobileViTBlock(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        if patch_size < 1:
-            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        check_count("patch_size", patch_size)
         if transformer_dim % num_heads:
             raise ValueError(f"transformer_dim={transformer_dim} must be divisible by num_heads={num_heads}")
         self.patch_size = patch_size
@@ -166,10 +167,8 @@ class MobileViT(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        check_count("num_classes", num_classes, minimum=0, note=" (0 = no classifier)")
+        check_count("in_chans", in_chans)
         self.config = config
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -249,12 +248,7 @@ _TIMM_RENAMES = (
 
 def checkpoint_filter_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename timm ``mobilevit_*`` weights to this module's names; the tensors themselves are unchanged."""
-    out = {}
-    for key, value in state_dict.items():
-        for old, new in _TIMM_RENAMES:
-            key = key.replace(old, new)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _TIMM_RENAMES)
 
 
 register_timm_converter(("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), checkpoint_filter_timm)

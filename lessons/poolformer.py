@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (
-    ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, check_image_batch, drop_path_rates, output_size,
+    ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, check_count, check_image_batch, drop_path_rates,
+    output_size,
 )
 from .registry import register_model
-from .timm_convert import register_timm_converter
+from .timm_convert import register_timm_converter, rename_keys
 
 TokenMixerFactory = Callable[[int], nn.Module]
 NormFactory = Callable[[int], nn.Module]
@@ -399,10 +400,8 @@ class MetaFormer(nn.Module):
         super().__init__()
         if not isinstance(config, MetaFormerConfig):
             raise TypeError(f"config must be a MetaFormerConfig, got {type(config).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        check_count("num_classes", num_classes, minimum=0, note=" (0 = no classifier)")
+        check_count("in_chans", in_chans)
         self.config = config
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -556,12 +555,7 @@ def checkpoint_filter_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     Blocks already share timm's names (``norm1``, ``layer_scale1.scale``, ``mlp.fc1`` ...), so only the stem, the
     downsampling convs and the head move.
     """
-    out = {}
-    for key, value in state_dict.items():
-        for old, new in _TIMM_RENAMES:
-            key = key.replace(old, new)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _TIMM_RENAMES)
 
 
 register_timm_converter(

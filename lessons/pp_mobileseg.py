@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layers import ActLayer, ConvBN, ConvNormAct, resize_to
+from .layers import ActLayer, ConvBN, ConvNormAct, check_count, resize_to
 from .registry import register_model
 from .seaformer import (
     FusionBlock, check_image_batch, init_seaformer_weights, run_pyramid, sea_transformer_stages,
@@ -319,8 +319,7 @@ class PPMobileSegHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, use_dw: bool = True, dropout: float = 0.1) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_count("num_classes", num_classes)
         self.linear_fuse = ConvNormAct(in_channels, in_channels, 1, groups=in_channels if use_dw else 1,
                                        act_layer=nn.ReLU)
         self.dropout = nn.Dropout2d(dropout)

@@ -26,7 +26,7 @@ from torch import nn
 
 from .layers import (
     ActLayer, ConvBN, ConvNormAct, DepthwiseConvMlp, DropPath, HardSigmoid, InvertedResidual, drop_path_rates,
-    resize_to, check_image_batch,
+    check_count, check_image_batch, resize_to,
 )
 from .registry import register_model
 from .topformer import init_topformer_weights
@@ -136,8 +136,7 @@ class SeaAttention(nn.Module):
     ) -> None:
         super().__init__()
         for label, value in (("dim", dim), ("key_dim", key_dim), ("num_heads", num_heads)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive int, got {value!r}")
+            check_count(label, value)
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 (SeaFormer) or 2 (StrideFormer), got {stride!r}")
         value_dim = int(attn_ratio * key_dim)
@@ -408,10 +407,8 @@ class SeaFormer(nn.Module):
         act_layer: ActLayer = nn.ReLU6,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int (0 = no classifier), got {num_classes!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        check_count("num_classes", num_classes, minimum=0, note=" (0 = no classifier)")
+        check_count("in_chans", in_chans)
         self.config = config
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -482,8 +479,7 @@ class LightHead(nn.Module):
                 f"LightHead needs one input per fusion plus the detail map: {len(in_channels)} inputs for "
                 f"{len(embed_dims)} fusions"
             )
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_count("num_classes", num_classes)
         self.in_channels = tuple(in_channels)
         self.fusions = nn.ModuleList()
         local_chs = in_channels[0]

@@ -26,6 +26,16 @@ def register_timm_converter(architectures: list[str] | tuple[str, ...], checkpoi
         _CONVERTERS[arch] = checkpoint_filter
 
 
+def rename_keys(state_dict: StateDict, renames: tuple[tuple[str, str], ...]) -> StateDict:
+    """``state_dict`` with every key rewritten by each ``(old, new)`` substring replacement in turn; tensors unchanged."""
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
 def timm_architectures() -> list[str]:
     """The timm architectures :func:`from_timm` can convert."""
     return sorted(_CONVERTERS)

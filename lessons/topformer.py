@@ -49,9 +49,10 @@ from .layers import (
     HardSigmoid,
     InvertedResidual,
     attention,
-    make_divisible,
-    drop_path_rates,
+    check_count,
     check_image_batch,
+    drop_path_rates,
+    make_divisible,
     resize_to,
 )
 from .measure import MmcvRules
@@ -129,8 +130,7 @@ class PyramidPoolAgg(nn.Module):
 
     def __init__(self, stride: int = 2) -> None:
         super().__init__()
-        if not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"stride must be a positive int (2 = output stride 64), got {stride!r}")
+        check_count("stride", stride, note=" (2 = output stride 64)")
         self.stride = stride
 
     def forward(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -417,10 +417,8 @@ class TopFormerConfig:
             raise ValueError(f"token_rows {self.token_rows} give output strides {strides}, expected {TOKEN_STRIDES}")
         for label, value in (("num_heads", self.num_heads), ("sim_width", self.sim_width),
                              ("key_dim", self.key_dim), ("stem_chs", self.stem_chs)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label} must be a positive int, got {value!r}")
-        if not isinstance(self.depth, int) or self.depth < 0:
-            raise ValueError(f"depth must be a non-negative int (0 = no extractor), got {self.depth!r}")
+            check_count(label, value)
+        check_count("depth", self.depth, minimum=0, note=" (0 = no extractor)")
         if self.attn_ratio <= 0 or self.mlp_ratio <= 0:
             raise ValueError(f"attn_ratio and mlp_ratio must be positive, got {self.attn_ratio!r}, {self.mlp_ratio!r}")
         if not isinstance(self.pool_stride, int) or self.pool_stride < 32 or self.pool_stride % 32:
@@ -502,8 +500,7 @@ class _TopFormerTrunk(nn.Module):
 
     def __init__(self, config: TopFormerConfig, in_chans: int, drop_path_rate: float) -> None:
         super().__init__()
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        check_count("in_chans", in_chans)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
         self.config = config
@@ -541,8 +538,7 @@ class TopFormer(_TopFormerTrunk):
         self, config: TopFormerConfig, num_classes: int = 150, in_chans: int = 3, drop_path_rate: float = 0.1,
         drop_rate: float = 0.1,
     ) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int (150 for ADE20K), got {num_classes!r}")
+        check_count("num_classes", num_classes, note=" (150 for ADE20K)")
         super().__init__(config, in_chans, drop_path_rate)
         self.num_classes = num_classes
         chs = dict(zip(TOKEN_STRIDES, config.token_channels))
@@ -582,8 +578,7 @@ class TopFormerClassifier(_TopFormerTrunk):
 
     def __init__(self, config: TopFormerConfig, num_classes: int = 1000, in_chans: int = 3,
                  drop_path_rate: float = 0.1) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_count("num_classes", num_classes)
         super().__init__(config, in_chans, drop_path_rate)
         self.num_classes = num_classes
         self.head = ClassifierHead(config.embed_dim, num_classes)

@@ -30,11 +30,7 @@ from lessons.hrvit import (
     stripe_attention_macs,
 )
 from lessons.measure import MmcvFlopCounter, count_params
-
-
-def meta_model(name: str = "hrvit_b1", **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return lessons.create_model(name, **kwargs).eval()
+from helpers import meta_model
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
@@ -354,36 +350,36 @@ def test_parameter_counts_equal_the_official_models(variant):
 
 
 def test_ablation_switches_change_exactly_what_they_should():
-    base = meta_model()
+    base = meta_model("hrvit_b1")
     blocks = blocks_of(base)
     dims = [b.attn.dim for b in blocks]
     base_params = count_params(base)
 
-    indep = meta_model(shared_kv=False)
+    indep = meta_model("hrvit_b1", shared_kv=False)
     assert all(b.attn.qkv.out_features == 3 * b.attn.dim for b in blocks_of(indep))
     assert count_params(indep) - base_params == sum(c * c + c for c in dims)  # one C x C key projection per block
 
-    no_conv = meta_model(parallel_conv=False)
+    no_conv = meta_model("hrvit_b1", parallel_conv=False)
     assert count_params(base) - count_params(no_conv) == sum(9 * c + c for c in dims)
 
-    no_bn = meta_model(extra_act_bn=False)
+    no_bn = meta_model("hrvit_b1", extra_act_bn=False)
     assert all(b.attn.norm is None and isinstance(b.attn.act, nn.Identity) for b in blocks_of(no_bn))
     assert base_params - count_params(no_bn) == sum(2 * c for c in dims)
 
-    no_des = meta_model(des=False)
+    no_des = meta_model("hrvit_b1", des=False)
     assert base_params - count_params(no_des) == sum(count_params(b.des) for b in blocks)
 
-    mlp = meta_model(mix_cfn=False)
+    mlp = meta_model("hrvit_b1", mix_cfn=False)
     assert all(isinstance(b.ffn, TokenMlp) for b in blocks_of(mlp))
     assert base_params - count_params(mlp) == sum(count_params(b.ffn.conv) for b in blocks)
 
-    overlap = meta_model(overlap_patch_embed=True)
+    overlap = meta_model("hrvit_b1", overlap_patch_embed=True)
     embeds = [e for s in overlap.backbone.stages for e in s.patch_embed]
     assert all(isinstance(e, OverlapPatchEmbed) for e in embeds)
     extra = sum(8 * e.proj.in_channels * e.proj.out_channels - 10 * e.proj.out_channels for e in embeds)
     assert count_params(overlap) - base_params == extra  # 9*Cin*C + C instead of (Cin*C + C) + (9C + C)
 
-    sparse = meta_model(dense_fusion=False)
+    sparse = meta_model("hrvit_b1", dense_fusion=False)
     assert all(abs(i - int(j)) <= 1 for f in sparse.backbone.fusions for i, p in enumerate(f.paths) for j in p)
     assert count_params(sparse) < base_params
 

@@ -270,3 +270,18 @@ def test_layer_scale_channel_dim() -> None:
     feature_map = torch.randn(2, 4, 3, 5)  # [B, C, H, W]: channels second
     expected = feature_map * torch.tensor([1.0, 2.0, 3.0, 4.0])[None, :, None, None]
     assert torch.equal(map_scale(feature_map), expected)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.0, True, "8", None])
+def test_count_check_refuses_what_is_not_a_positive_int_and_names_the_argument(value):
+    with pytest.raises(ValueError, match=r"num_heads must be a positive int \(per stage\), got"):
+        layers.check_count("num_heads", value, note=" (per stage)")
+
+
+def test_count_check_accepts_zero_only_where_zero_means_something():
+    layers.check_count("num_classes", 0, minimum=0)  # 0 = no classifier
+    layers.check_count("depth", 12)
+    with pytest.raises(ValueError, match="num_classes must be a non-negative int"):
+        layers.check_count("num_classes", -1, minimum=0)
+    with pytest.raises(ValueError, match="at least 3"):
+        layers.check_count("side", 2, minimum=3)

@@ -19,13 +19,9 @@ from lessons.poolformer import (
     SpatialMlp,
     make_token_mixer,
 )
+from helpers import meta_model
 
 POOLFORMERS = ["poolformer_s12", "poolformer_s24", "poolformer_s36", "poolformer_m36", "poolformer_m48"]
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return lessons.create_model(name, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------- token mixers

@@ -26,20 +26,9 @@ from lessons.pp_mobileseg import (
     valid_interpolate,
 )
 from lessons.seaformer import SeaAttention
+from helpers import meta_model, one_thread_for_the_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU forwards are fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return lessons.create_model(name, **kwargs).eval()
+one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
 
 
 def make_identity_bn(module: nn.Module) -> None:

@@ -22,31 +22,9 @@ from lessons.seaformer import (
     squeeze_columns,
     squeeze_rows,
 )
+from helpers import meta_model, one_thread_for_the_module, randomize_bn
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU forwards are fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return lessons.create_model(name, **kwargs).eval()
-
-
-def randomize_bn(module: nn.Module, generator: torch.Generator) -> None:
-    """Non-trivial BN statistics and affine parameters, so no test passes because a BN is zero or the identity
-    (SEA's projections start with BN weight 0, which would make their branches vanish)."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
 
 
 @pytest.fixture
