@@ -23,7 +23,8 @@ padding, so the token at output stride s has side ``ceil(H / s)``; the pooled gr
 anything, so only inputs that cannot be images are rejected (wrong rank, wrong channel count, empty sides, integer
 dtype).
 
-Ablation knobs (paper §4.2; each a field of :class:`TopFormerConfig`, set through ``create_model(name, **knob)``):
+Ablation knobs (the paper's ablation study; each a field of :class:`TopFormerConfig`, set through
+``create_model(name, **knob)``):
 ``extractor_scales`` / ``extractor_input`` (which tokens feed the extractor, or the last token alone widened by a
 1x1 conv), ``sim_width`` (M), ``pool_stride`` (32/64/128), ``injection`` (both branches, only the sigmoid
 attention, only the semantic information), ``head`` (the paper's summing head or a concatenating head; the paper's
@@ -211,7 +212,7 @@ class SemanticsExtractor(nn.Module):
     Source: ``BasicLayer`` + the ``split`` in ``Topformer.forward`` (official ``topformer.py``). The input is the
     stack of pooled tokens (``dim = sum(channels)``); the output, split back along channels into one tensor per
     scale, is the "global semantics" of that scale. With ``in_chs`` different from ``sum(channels)`` a 1x1 conv + BN
-    first widens the input (the paper's "last token only" ablation, §4.2). ``depth=0`` leaves the tokens as they
+    first widens the input (the paper's "last token only" ablation). ``depth=0`` leaves the tokens as they
     are (the paper's "w/o SASE" baseline).
     """
 
@@ -254,7 +255,7 @@ class SemanticInjection(nn.Module):
     local = BN(Conv(x_local)); every conv is 1x1 to ``out_chs`` (the SIM width M). The gate is a hard-sigmoid
     ``ReLU6(x + 3) / 6`` (official ``h_sigmoid``) applied *before* the bilinear upsampling, as the official code.
     ``mode="sigmoid_attn"``: out = local * gate (official ``FuseBlockMulti``); ``mode="sem_info"``: out = local +
-    semantics (official ``FuseBlockSum``) -- the two halves the paper ablates (§4.2).
+    semantics (official ``FuseBlockSum``) -- the two halves the paper's ablation study compares.
     """
 
     def __init__(self, in_chs: int, out_chs: int, mode: str = "both") -> None:
@@ -298,7 +299,7 @@ class MultiScaleInjection(nn.ModuleList):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# 5. Segmentation heads (paper §3.4 and the head ablation of §4.2)
+# 5. Segmentation heads (paper §3.4 and the head ablation)
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -322,7 +323,7 @@ class SegmentationHead(nn.Module):
 
 
 class ConcatHead(nn.Module):
-    """The "Concat head" the paper compares against (§4.2): a 1x1 conv (+BN+ReLU) reduces each injected map, the
+    """The "Concat head" the paper's ablation compares against: a 1x1 conv (+BN+ReLU) reduces each injected map, the
     maps are resized to the finest and **concatenated**, then the same fuse conv, dropout and classifier.
 
     The paper gives no reduced width; this book reduces each of the n maps to ``make_divisible(M / n)`` channels so
@@ -344,7 +345,7 @@ class ConcatHead(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """The classification variant (paper §4.3): global average pool of the global semantics, BN, linear.
+    """The classification variant (the paper's ImageNet experiments): average-pool the global semantics, BN, linear.
 
     Source: the official ImageNet checkpoints' ``head.bn`` / ``head.l`` (BatchNorm1d then Linear over all
     ``sum(channels)`` semantic channels), as read by PaddleViT's ``load_pytorch_weights.py``.
@@ -383,7 +384,7 @@ _BASE_ROWS: tuple[Row, ...] = (
 
 @dataclass(frozen=True)
 class TopFormerConfig:
-    """A TopFormer variant and its ablation knobs (defaults = the official configs; paper §4.2 for the knobs)."""
+    """A TopFormer variant and its ablation knobs (defaults: the official configs; knobs: the ablation study)."""
 
     name: str
     rows: tuple[Row, ...]  # token pyramid rows [k, t, c, s]
@@ -400,7 +401,7 @@ class TopFormerConfig:
     extractor_scales: tuple[int, ...] = TOKEN_STRIDES  # tokens stacked into the extractor (official: all four)
     extractor_input: str = "stack"  # "stack" the pooled tokens, or "last": the 1/32 token widened by a 1x1 conv
     injection_scales: tuple[int, ...] = (8, 16, 32)  # where global semantics are injected (`decode_out_indices`)
-    injection: str = "both"  # "both" (SIM), "sigmoid_attn" or "sem_info" (paper §4.2)
+    injection: str = "both"  # "both" (SIM), "sigmoid_attn" or "sem_info" (the paper's ablation study)
     head: str = "simple"  # "simple" (the paper's summing head) or "concat"
 
     def __post_init__(self) -> None:
@@ -570,7 +571,8 @@ class TopFormer(_TopFormerTrunk):
 
 
 class TopFormerClassifier(_TopFormerTrunk):
-    """TopFormer for ImageNet (paper §4.3): the same trunk, then pool + BN + linear on the global semantics.
+    """TopFormer for ImageNet (the paper's ImageNet experiments): the same trunk, then pool + BN + linear on the
+    global semantics.
 
     At 224x224 the tokens are pooled to the 1/32 grid (7x7) rather than 1/64 (official ImageNet configs as ported
     by PaddleViT: ``C2T_STRIDE: 1``); there is no injection and no segmentation head.
@@ -618,7 +620,7 @@ functional attention matmuls, ``adaptive_avg_pool2d`` and ``interpolate`` count 
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The paper's ablations (§4.2) as named config overrides of one model
+# The paper's ablation study as named config overrides of one model
 # --------------------------------------------------------------------------------------------------------------------
 
 ABLATIONS: dict[str, dict[str, dict]] = {

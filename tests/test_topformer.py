@@ -214,7 +214,7 @@ def test_ablation_settings_build_what_they_name():
 
 
 def test_ablation_costs_move_the_way_the_paper_text_says():
-    """§4.2's prose (its tables' numbers are not available to this book): the cost directions it states."""
+    """The cost directions the ablation study's prose states (its tables' numbers are not available to this book)."""
     def flops(table: str, row: str) -> int:
         base = TOPFORMER_CONFIGS["base"]
         changed = tuple(sorted((k, v) for k, v in ABLATIONS[table][row].items() if getattr(base, k) != v))

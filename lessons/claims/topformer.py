@@ -24,7 +24,7 @@ from .core import Claim, params_claim, register_claims, rounding_tolerance
 FAMILY = "topformer"
 README = "TopFormer README (ADE20K table) / paper Table 1"
 PADDLEVIT = "PaddleViT TopFormer README (port of the official ImageNet weights), 224x224"
-SEED = "paper §4.2 'Parameters and latency' (seed 000)"
+SEED = "paper, ablation study: 'Parameters and latency' (seed 000 §4.1)"
 
 EXACT_RULE = (
     "counted exactly (conv + matmul multiply-adds only); the README used mmcv's get_flops, which also counts every "
