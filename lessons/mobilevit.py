@@ -125,13 +125,13 @@ class MobileViTConfig:
     """A MobileViT variant. Stages 1-2 are MV2 blocks; stages 3-5 are one strided MV2 block + a MobileViT block."""
 
     name: str
-    mv2_expansion: float  # 2 for XXS, 4 otherwise (paper §4.1)
+    mv2_expansion: float  # 2 for XXS, 4 otherwise (cvnets config/mobilevit.py)
     mv2_channels: tuple[int, int]  # outputs of stage 1 (one block) and stage 2 (three blocks)
     vit_channels: tuple[int, int, int]  # C of stages 3, 4, 5 (32x32, 16x16, 8x8 at 256x256 input)
     transformer_dims: tuple[int, int, int]  # d of the MobileViT block in stages 3, 4, 5
     final_channels: int  # the 1x1 conv before pooling: min(4 * C5, 960) in cvnets
     transformer_depths: tuple[int, int, int] = (2, 4, 3)  # L (paper Fig. 1b)
-    patch_sizes: tuple[int, int, int] = (2, 2, 2)  # h = w = 2 (paper §4.1); (8, 4, 2) is the paper's config-B
+    patch_sizes: tuple[int, int, int] = (2, 2, 2)  # h = w = 2 (paper §3.1); (8, 4, 2) is the paper's config-B
     stem_channels: int = 16
     num_heads: int = 4  # cvnets yaml `number_heads: 4`
     mlp_ratio: float = 2.0  # ffn_dim = 2 d
@@ -172,7 +172,7 @@ class MobileViT(nn.Module):
         self.config = config
         self.in_chans = in_chans
         self.num_classes = num_classes
-        act = nn.SiLU  # Swish everywhere (paper §4.1)
+        act = nn.SiLU  # Swish everywhere (paper §3.1)
 
         def mv2(cin: int, cout: int, stride: int) -> InvertedResidual:
             return InvertedResidual(cin, cout, stride, config.mv2_expansion, act_layer=act)
