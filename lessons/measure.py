@@ -1,7 +1,7 @@
 """Counting what papers report: parameters, FLOPs/MACs, latency.
 
 FLOPs are counted exactly with ``torch.utils.flop_counter.FlopCounterMode`` on the ``meta`` device. Two reasons:
-the meta device allocates nothing, so a 70M-parameter model at 512x512 is counted in milliseconds; and on the CPU
+the meta device allocates nothing, so a 70M-parameter model at 512x512 is counted in under a second; and on the CPU
 ``FlopCounterMode`` counts 0 for a fused ``F.scaled_dot_product_attention`` (the CPU kernel has no FLOP formula),
 while on ``meta`` the same call is decomposed into matrix multiplies that are counted.
 
@@ -24,6 +24,7 @@ from types import ModuleType
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 InputSize = Sequence[int]
 
@@ -161,12 +162,14 @@ def measure_latency(
 
 @torch.no_grad()
 def compare_latency(
-    models: Mapping[str, nn.Module], input_size: InputSize, rounds: int = 5, warmup: int = 2, per_round: int = 3
+    models: Mapping[str, nn.Module], input_size: InputSize, rounds: int = 5, warmup: int = 2, per_round: int = 3,
+    progress: bool = False,
 ) -> dict[str, Latency]:
     """Time several models *interleaved* in one run, so a machine that slows down slows every model alike.
 
     Each round times every model ``per_round`` times; the result per model is the median over all its runs.
     Ratios between the results are what a chapter should quote: absolute milliseconds depend on the machine.
+    ``progress=True`` shows a tqdm bar over the rounds (for long benchmarks run from a script).
     """
     if not models:
         raise ValueError("compare_latency needs at least one model")
@@ -177,7 +180,7 @@ def compare_latency(
         for _ in range(warmup):
             model(x)
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
+    for _ in tqdm(range(rounds), desc="rounds", disable=not progress):
         for name, model in models.items():
             for _ in range(per_round):
                 start = time.perf_counter()
