@@ -865,37 +865,47 @@ def _create_seg(variant: str, **kwargs) -> HRViTSegmentation:
     return HRViTSegmentation(make_config(variant, **overrides), **model_kwargs)
 
 
-@register_model
-def hrvit_b1(**kwargs) -> HRViT:
+_SEG = dict(
+    family="hrvit", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+    size_divisor=32,
+)
+_CLS = dict(
+    family="hrvit", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+    size_divisor=32,
+)
+
+
+@register_model(**_CLS)
+def hrvit_b1_cls(**kwargs) -> HRViT:
     """HRViT-b1 for ImageNet: 19.7M parameters, 2.7G FLOPs at 224 (official README)."""
     return _create_cls("b1", **kwargs)
 
 
-@register_model
-def hrvit_b2(**kwargs) -> HRViT:
+@register_model(**_CLS)
+def hrvit_b2_cls(**kwargs) -> HRViT:
     """HRViT-b2 for ImageNet: 32.5M parameters, 5.1G FLOPs at 224 (official README)."""
     return _create_cls("b2", **kwargs)
 
 
-@register_model
-def hrvit_b3(**kwargs) -> HRViT:
+@register_model(**_CLS)
+def hrvit_b3_cls(**kwargs) -> HRViT:
     """HRViT-b3 for ImageNet: 37.9M parameters, 5.7G FLOPs at 224 (official README)."""
     return _create_cls("b3", **kwargs)
 
 
-@register_model
-def hrvit_b1_seg(**kwargs) -> HRViTSegmentation:
+@register_model(**_SEG)
+def hrvit_b1(**kwargs) -> HRViTSegmentation:
     """HRViT-b1 + SegFormer head (256 channels) for ADE20K: 8.2M parameters, 14.6G FLOPs at 512 (README)."""
     return _create_seg("b1", **kwargs)
 
 
-@register_model
-def hrvit_b2_seg(**kwargs) -> HRViTSegmentation:
+@register_model(**_SEG)
+def hrvit_b2(**kwargs) -> HRViTSegmentation:
     """HRViT-b2 + SegFormer head (256 channels) for ADE20K: 20.8M parameters, 28.0G FLOPs at 512 (README)."""
     return _create_seg("b2", **kwargs)
 
 
-@register_model
-def hrvit_b3_seg(**kwargs) -> HRViTSegmentation:
+@register_model(**_SEG)
+def hrvit_b3(**kwargs) -> HRViTSegmentation:
     """HRViT-b3 + SegFormer head (768 channels) for ADE20K: 28.7M parameters, 67.9G FLOPs at 512 (README)."""
     return _create_seg("b3", **kwargs)

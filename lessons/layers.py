@@ -399,8 +399,10 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     module, SeaFormer's fusion block and their heads bring a coarse map to a finer one (mmseg's ``resize``).
     Resizing to the same size returns the input values unchanged.
     """
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
+    size = tuple(size)
+    # The sizes go to interpolate as they come (ints, or symbolic sizes under torch.export and tracing): turning
+    # them into Python ints here would bake one input size into every traced or exported graph.
+    if len(size) != 2 or any(isinstance(s, int) and s < 1 for s in size):
         raise ValueError(f"size must be (height, width) of positive ints, got {size!r}")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 

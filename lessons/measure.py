@@ -12,12 +12,14 @@ so ``count_macs = count_flops / 2`` is the number to compare with them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import logging
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -60,15 +62,26 @@ def _on_meta(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("meta")
 
 
-def _run_counter(model: nn.Module, input_size: InputSize) -> FlopCounterMode:
+@contextlib.contextmanager
+def on_meta(model: nn.Module, input_size: InputSize) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """The one set-up every counter here uses: ``model`` (copied to the meta device unless it is there already) in
+    evaluation mode with an empty meta input of ``input_size``, under ``torch.no_grad``; the mode the model had is
+    restored afterwards, whatever happens inside."""
     size = _check_input_size(input_size)
-    meta_model = _on_meta(model)
-    was_training = meta_model.training
-    meta_model.eval()
+    meta = _on_meta(model)
+    was_training = meta.training
+    meta.eval()
+    try:
+        with torch.no_grad():
+            yield meta, torch.empty(size, device="meta")
+    finally:
+        meta.train(was_training)
+
+
+def _run_counter(model: nn.Module, input_size: InputSize) -> FlopCounterMode:
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta_model(torch.empty(size, device="meta"))
-    meta_model.train(was_training)
+    with on_meta(model, input_size) as (meta, x), counter:
+        meta(x)
     return counter
 
 
@@ -104,6 +117,40 @@ def flops_by_part(model: nn.Module, input_size: InputSize) -> dict[str, int]:
     if rest:
         parts["(elsewhere)"] = rest
     return parts
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Counting registered models by name (cached): what the claims, the scripts and the comparison page use
+# --------------------------------------------------------------------------------------------------------------------
+
+Counter = Callable[[nn.Module, InputSize], int]
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    """Registered model ``name`` built on the meta device, in evaluation mode: shapes and counts, no memory."""
+    from .registry import create_model  # late: the registry does not need measure, measure rarely needs it
+
+    with torch.device("meta"):
+        return create_model(name, **kwargs).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_count(counter: Counter | None, name: str, input_size: tuple[int, ...] | None, frozen: tuple) -> int:
+    model = meta_model(name, **dict(frozen))
+    return count_params(model) if counter is None else int(counter(model, input_size))
+
+
+def model_params(name: str, **kwargs) -> int:
+    """Parameters of registered model ``name`` built with ``kwargs`` (cached; counted on the meta device)."""
+    return _cached_count(None, name, None, tuple(sorted(kwargs.items())))
+
+
+def model_count(name: str, input_size: InputSize, counter: Counter | None = None, **kwargs) -> int:
+    """``counter(model, input_size)`` for registered model ``name`` built with ``kwargs`` on the meta device (cached,
+    so a claims table counts each model once). ``counter`` defaults to :func:`count_macs`; pass
+    :func:`count_macs_fvcore`, or ``functools.partial(count_mmcv_flops, rules=...)`` kept in a constant, for the
+    papers' own counting rules."""
+    return _cached_count(counter or count_macs, name, tuple(input_size), tuple(sorted(kwargs.items())))
 
 
 @dataclass(frozen=True)
@@ -262,15 +309,10 @@ def count_macs_fvcore(model: nn.Module, input_size: InputSize) -> int:
     ``torch.nn.functional`` (a norm written out with ``mean``/``pow`` is invisible to fvcore too).
     Counted on the meta device like :func:`count_flops`; the result is ``count_macs`` plus those extra operations.
     """
-    size = _check_input_size(input_size)
-    meta_model = _on_meta(model)
-    was_training = meta_model.training
-    meta_model.eval()
     extra = _FvcoreExtraOps()
     counter = FlopCounterMode(display=False)
-    with counter, extra, torch.no_grad():
-        meta_model(torch.empty(size, device="meta"))
-    meta_model.train(was_training)
+    with on_meta(model, input_size) as (meta, x), counter, extra:
+        meta(x)
     return int(counter.get_total_flops()) // 2 + extra.macs
 
 
@@ -427,16 +469,9 @@ class MmcvFlopCounter:
 
 
 def _run_mmcv(model: nn.Module, input_size: InputSize, rules: MmcvRules) -> tuple[MmcvFlopCounter, int]:
-    size = _check_input_size(input_size)
-    meta_model = _on_meta(model)
-    was_training = meta_model.training
-    meta_model.eval()
-    try:
-        with MmcvFlopCounter(meta_model, rules) as counter, torch.no_grad():
-            meta_model(torch.empty(size, device="meta"))
-    finally:
-        meta_model.train(was_training)
-    return counter, size[0]
+    with on_meta(model, input_size) as (meta, x), MmcvFlopCounter(meta, rules) as counter:
+        meta(x)
+    return counter, x.shape[0]
 
 
 def count_mmcv_flops(

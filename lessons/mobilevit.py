@@ -20,7 +20,7 @@ from torch import nn
 from .layers import (
     ConvNormAct, InvertedResidual, TransformerEncoderLayer, check_count, check_image_batch, drop_path_rates,
 )
-from .registry import register_model
+from .registry import NO_NORMALIZATION, register_model
 from .timm_convert import register_timm_converter, rename_keys
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -259,19 +259,25 @@ register_timm_converter(("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), checkp
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@register_model
+_CLS = dict(
+    family="mobilevit", task="classification", input_size=(3, 256, 256), num_classes=1000, dataset="ImageNet-1k",
+    mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1],
+)
+
+
+@register_model(**_CLS)
 def mobilevit_xxs(**kwargs) -> MobileViT:
     """MobileViT-XXS: 1.3M parameters (paper Table 4 / §4.1)."""
     return _create("xxs", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def mobilevit_xs(**kwargs) -> MobileViT:
     """MobileViT-XS: 2.3M parameters."""
     return _create("xs", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def mobilevit_s(**kwargs) -> MobileViT:
     """MobileViT-S: 5.6M parameters."""
     return _create("s", **kwargs)

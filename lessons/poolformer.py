@@ -567,61 +567,66 @@ register_timm_converter(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@register_model
+_CLS = dict(
+    family="poolformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+)
+
+
+@register_model(**_CLS)
 def poolformer_s12(**kwargs) -> MetaFormer:
     """PoolFormer-S12: layers (2, 2, 6, 2), widths (64, 128, 320, 512); 12M parameters, 1.8G MACs (Table 1)."""
     return _create("poolformer_s12", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def poolformer_s24(**kwargs) -> MetaFormer:
     """PoolFormer-S24: layers (4, 4, 12, 4); 21M parameters, 3.4G MACs."""
     return _create("poolformer_s24", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def poolformer_s36(**kwargs) -> MetaFormer:
     """PoolFormer-S36: layers (6, 6, 18, 6), layer scale 1e-6; 31M parameters, 5.0G MACs."""
     return _create("poolformer_s36", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def poolformer_m36(**kwargs) -> MetaFormer:
     """PoolFormer-M36: layers (6, 6, 18, 6), widths (96, 192, 384, 768); 56M parameters, 8.8G MACs."""
     return _create("poolformer_m36", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def poolformer_m48(**kwargs) -> MetaFormer:
     """PoolFormer-M48: layers (8, 8, 24, 8), widths (96, 192, 384, 768); 73M parameters, 11.6G MACs."""
     return _create("poolformer_m48", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def metaformer_id_s12(**kwargs) -> MetaFormer:
     """The S12 MetaFormer with identity token mixers: no mixing between positions at all (ablation, 74.3%)."""
     return _create("metaformer_id_s12", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def metaformer_pppa_s12(**kwargs) -> MetaFormer:
     """Hybrid S12: pooling in stages 1-3, attention in stage 4 (+ position embedding), for 224x224 inputs."""
     return _create("metaformer_pppa_s12", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def metaformer_ppaa_s12(**kwargs) -> MetaFormer:
     """Hybrid S12: pooling in stages 1-2, attention in 3-4 (official ``metaformer_ppaa_s12_224``; 16.5M, 81.0%)."""
     return _create("metaformer_ppaa_s12", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def metaformer_pppf_s12(**kwargs) -> MetaFormer:
     """Hybrid S12: pooling in stages 1-3, a spatial MLP in stage 4, for 224x224 inputs."""
     return _create("metaformer_pppf_s12", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def metaformer_ppff_s12(**kwargs) -> MetaFormer:
     """Hybrid S12: pooling in stages 1-2, spatial MLPs in stages 3-4 (official ``metaformer_ppff_s12_224``)."""
     return _create("metaformer_ppff_s12", **kwargs)

@@ -533,19 +533,25 @@ def create_pp_mobileseg(variant: str, fusion: FusionName | None = None, **kwargs
     return PPMobileSeg(config, **kwargs)
 
 
-@register_model
+_SEG = dict(
+    family="pp_mobileseg", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+)
+
+
+@register_model(**_SEG)
 def pp_mobileseg_base(**kwargs) -> PPMobileSeg:
     """PP-MobileSeg-Base (StrideFormer-Base + AAMSx8 as in the official config): README 5.62M parameters."""
     return create_pp_mobileseg("base", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def pp_mobileseg_base_5stage(**kwargs) -> PPMobileSeg:
     """Ablation model: StrideFormer-Base with a fifth stage (see ``STRIDEFORMER_CONFIGS['base_5stage']``)."""
     return create_pp_mobileseg("base_5stage", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def pp_mobileseg_tiny(**kwargs) -> PPMobileSeg:
     """PP-MobileSeg-Tiny (StrideFormer-Tiny + AAM): README 1.61M parameters (1.44M in its comparison table)."""
     return create_pp_mobileseg("tiny", **kwargs)

@@ -550,49 +550,57 @@ def create_seaformer_cls(variant: str, **kwargs) -> SeaFormer:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@register_model
+_SEG = dict(
+    family="seaformer", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+)
+_CLS = dict(
+    family="seaformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+)
+
+
+@register_model(**_SEG)
 def seaformer_tiny(**kwargs) -> SeaFormerSeg:
     """SeaFormer-Tiny + LightHead, ADE20K: 1.7M parameters, 0.6G FLOPs at 512x512 (official README)."""
     return create_seaformer_seg("tiny", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def seaformer_small(**kwargs) -> SeaFormerSeg:
     """SeaFormer-Small + LightHead, ADE20K: 4.0M parameters, 1.1G FLOPs at 512x512."""
     return create_seaformer_seg("small", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def seaformer_base(**kwargs) -> SeaFormerSeg:
     """SeaFormer-Base + LightHead, ADE20K: 8.6M parameters, 1.8G FLOPs at 512x512."""
     return create_seaformer_seg("base", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def seaformer_large(**kwargs) -> SeaFormerSeg:
     """SeaFormer-Large + LightHead, ADE20K: 14.0M parameters, 6.5G FLOPs at 512x512."""
     return create_seaformer_seg("large", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def seaformer_tiny_cls(**kwargs) -> SeaFormer:
     """SeaFormer-Tiny for ImageNet: 1.8M parameters, 0.1G FLOPs at 224x224 (official README)."""
     return create_seaformer_cls("tiny", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def seaformer_small_cls(**kwargs) -> SeaFormer:
     """SeaFormer-Small for ImageNet: 4.1M parameters, 0.2G FLOPs at 224x224."""
     return create_seaformer_cls("small", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def seaformer_base_cls(**kwargs) -> SeaFormer:
     """SeaFormer-Base for ImageNet: 8.7M parameters, 0.3G FLOPs at 224x224."""
     return create_seaformer_cls("base", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def seaformer_large_cls(**kwargs) -> SeaFormer:
     """SeaFormer-Large for ImageNet: 14.0M parameters, 1.2G FLOPs at 224x224."""
     return create_seaformer_cls("large", **kwargs)

@@ -674,37 +674,45 @@ def _create_cls(variant: str, **kwargs) -> TopFormerClassifier:
     return TopFormerClassifier(replace(TOPFORMER_CONFIGS[variant], **knobs), **kwargs)
 
 
-@register_model
+_SEG = dict(
+    family="topformer", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+)
+_CLS = dict(
+    family="topformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+)
+
+
+@register_model(**_SEG)
 def topformer_tiny(**kwargs) -> TopFormer:
     """TopFormer-Tiny for ADE20K (150 classes): 1.4M parameters, 0.6G FLOPs at 512x512 (official README)."""
     return _create("tiny", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def topformer_small(**kwargs) -> TopFormer:
     """TopFormer-Small for ADE20K: 3.1M parameters, 1.2G FLOPs at 512x512 (official README)."""
     return _create("small", **kwargs)
 
 
-@register_model
+@register_model(**_SEG)
 def topformer_base(**kwargs) -> TopFormer:
     """TopFormer-Base for ADE20K: 5.1M parameters, 1.8G FLOPs at 512x512 (official README)."""
     return _create("base", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def topformer_tiny_cls(**kwargs) -> TopFormerClassifier:
     """TopFormer-Tiny for ImageNet-1k at 224x224 (the official pretraining backbone, 66.2% top-1)."""
     return _create_cls("tiny", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def topformer_small_cls(**kwargs) -> TopFormerClassifier:
     """TopFormer-Small for ImageNet-1k at 224x224 (72.3% top-1 in the checkpoint name)."""
     return _create_cls("small", **kwargs)
 
 
-@register_model
+@register_model(**_CLS)
 def topformer_base_cls(**kwargs) -> TopFormerClassifier:
     """TopFormer-Base for ImageNet-1k at 224x224 (75.3% top-1 in the checkpoint name)."""
     return _create_cls("base", **kwargs)

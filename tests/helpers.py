@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
-import lessons
+from lessons import measure
 
 
 def meta_model(name: str, **kwargs) -> nn.Module:
     """Registered model ``name`` in eval mode on the meta device: shapes and counts, no memory, no arithmetic."""
-    with torch.device("meta"):
-        return lessons.create_model(name, **kwargs).eval()
+    return measure.meta_model(name, **kwargs)
 
 
 def randomize_bn(module: nn.Module, generator: torch.Generator) -> None:
@@ -32,3 +35,30 @@ def one_thread_for_the_module():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"
+
+
+def official_keys(variant: str) -> dict:
+    """The key list of an official model (``topformer_tiny``, ``hrvit_b1_cls`` ...): name, shape and dtype of every
+    state-dict entry in order, as the authors' code builds it (see data/official_keys/README.md)."""
+    path = OFFICIAL_KEYS / f"{variant}_keys.json.gz"
+    if not path.exists():
+        known = sorted(p.name.removesuffix("_keys.json.gz") for p in OFFICIAL_KEYS.glob("*_keys.json.gz"))
+        raise ValueError(f"no official key list {path.name}; known: {known}")
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
+
+
+def official_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the official names and shapes, filled with distinct random values (integers for
+    integer entries), so a test can follow every tensor from the official name to the module it lands in."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape, dtype in official_keys(variant)["keys"]:
+        if "int" in dtype:
+            out[key] = torch.randint(0, 1000, shape, generator=generator, dtype=torch.int64)
+        else:
+            out[key] = torch.randn(shape, generator=generator)
+    return out

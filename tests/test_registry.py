@@ -10,6 +10,9 @@ import lessons
 from lessons import registry
 
 
+SPEC = dict(family="mobilevit", task="classification", input_size=(3, 32, 32), num_classes=3, dataset="test")
+
+
 @pytest.fixture
 def private_registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     """A copy of the registry for tests that register models, so nothing leaks into the package's own."""
@@ -52,7 +55,7 @@ def test_list_models_rejects_a_non_string_pattern() -> None:
 
 
 def test_register_model_uses_the_function_name(private_registry: dict) -> None:
-    @lessons.register_model
+    @lessons.register_model(**SPEC)
     def tiny_test_net(num_classes: int = 3) -> nn.Module:
         return nn.Linear(4, num_classes)
 
@@ -64,15 +67,15 @@ def test_registering_a_name_twice_raises(private_registry: dict) -> None:
     def twice_test_net() -> nn.Module:
         return nn.Identity()
 
-    registry.register_model(twice_test_net)
-    registry.register_model(twice_test_net)  # the same function again (a module re-import) is harmless
+    registry.register_model(**SPEC)(twice_test_net)
+    registry.register_model(**SPEC)(twice_test_net)  # the same function again (a module re-import) is harmless
 
     def another() -> nn.Module:
         return nn.ReLU()
 
     another.__name__ = "twice_test_net"
     with pytest.raises(ValueError, match="'twice_test_net' is already registered"):
-        registry.register_model(another)
+        registry.register_model(**SPEC)(another)
     assert isinstance(lessons.create_model("twice_test_net"), nn.Identity)  # the first one is kept
 
 

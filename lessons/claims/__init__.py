@@ -9,7 +9,6 @@ from .core import (
     evaluate,
     get_claim,
     macs_claim,
-    model_flops,
     model_params,
     params_claim,
     register_claims,
@@ -26,5 +25,5 @@ from . import hrvit  # noqa: E402,F401
 
 __all__ = [
     "Claim", "ClaimResult", "ClaimsTable", "all_claims", "claims_table", "evaluate", "get_claim", "macs_claim",
-    "model_flops", "model_params", "params_claim", "register_claims", "rounding_tolerance",
+    "model_params", "params_claim", "register_claims", "rounding_tolerance",
 ]

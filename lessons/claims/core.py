@@ -11,16 +11,12 @@ Accuracy and mIoU from ImageNet/ADE20K training are quoted in the chapters, neve
 
 from __future__ import annotations
 
-import functools
 import html
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import torch
-
-from ..measure import count_flops, count_params
-from ..registry import create_model
+from ..measure import model_count, model_params
 
 _CLAIMS: dict[str, Claim] = {}
 
@@ -101,7 +97,7 @@ def evaluate(claim: Claim | str) -> ClaimResult:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Measurements shared by many claims (cached: a table evaluates each model once)
+# Claims about parameters and multiply-adds (counted by lessons.measure's cached model_params / model_count)
 # --------------------------------------------------------------------------------------------------------------------
 
 UNITS = {"": 1.0, "M": 1e6, "G": 1e9}
@@ -112,35 +108,14 @@ def rounding_tolerance(decimals: int) -> float:
     return 0.5 * 10.0**-decimals
 
 
-def _freeze(kwargs: dict) -> tuple:
-    return tuple(sorted(kwargs.items()))
-
-
-@functools.lru_cache(maxsize=None)
-def model_params(name: str, frozen_kwargs: tuple = ()) -> int:
-    """Parameters of registered model ``name`` built with ``frozen_kwargs`` (built on meta: nothing allocated)."""
-    with torch.device("meta"):
-        model = create_model(name, **dict(frozen_kwargs))
-    return count_params(model)
-
-
-@functools.lru_cache(maxsize=None)
-def model_flops(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> int:
-    """Exact FLOPs (2 per multiply-add) of registered model ``name`` at ``input_size``."""
-    with torch.device("meta"):
-        model = create_model(name, **dict(frozen_kwargs))
-    return count_flops(model, input_size)
-
-
 def params_claim(
     id: str, family: str, source: str, what: str, paper: float, model: str, unit: str = "M", decimals: int = 1,
     discrepancy: str | None = None, **model_kwargs,
 ) -> Claim:
     """A parameter count from a paper, e.g. "1.3M", checked to the precision it was printed with."""
-    frozen = _freeze(model_kwargs)
     return Claim(
         id, family, source, what, paper, unit, rounding_tolerance(decimals),
-        lambda: model_params(model, frozen) / UNITS[unit], discrepancy,
+        lambda: model_params(model, **model_kwargs) / UNITS[unit], discrepancy,
     )
 
 
@@ -150,11 +125,10 @@ def macs_claim(
     **model_kwargs,
 ) -> Claim:
     """A multiply-add count ("FLOPs" in most papers, "MACs" in some) at the paper's input size."""
-    frozen = _freeze(model_kwargs)
     tol = rounding_tolerance(decimals) if tolerance is None else tolerance
     return Claim(
         id, family, source, what, paper, unit, tol,
-        lambda: model_flops(model, tuple(input_size), frozen) / 2 / UNITS[unit], discrepancy,
+        lambda: model_count(model, input_size, **model_kwargs) / UNITS[unit], discrepancy,
     )
 
 
