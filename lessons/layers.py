@@ -407,12 +407,14 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int = 1) -> None:
-    """Raise a clear error unless ``x`` is a float image batch ``[B, in_chans, H, W]`` with H, W >= ``min_size``.
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int = 1, multiple_of: int = 1) -> None:
+    """Raise a clear error unless ``x`` is a float image batch ``[B, in_chans, H, W]`` with H, W >= ``min_size``
+    and multiples of ``multiple_of``.
 
     Every model in the book calls this first, so a wrong channel count or a 3-D tensor fails with a message that
     says what was expected, not deep inside a convolution. ``min_size`` is a network's total stride where smaller
-    inputs would be computed mostly from zero padding (SeaFormer, PP-MobileSeg).
+    inputs would be computed mostly from zero padding (SeaFormer, PP-MobileSeg); ``multiple_of`` is the stride a
+    network needs its input to divide into exactly (HRViT's fusion layers upsample coarse branches onto fine ones).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
@@ -428,4 +430,9 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int = 1) -> None
         raise ValueError(
             f"input {x.shape[-2]}x{x.shape[-1]} is smaller than the network's total stride {min_size}; "
             f"height and width must be at least {min_size}"
+        )
+    if multiple_of > 1 and (x.shape[-2] % multiple_of or x.shape[-1] % multiple_of):
+        raise ValueError(
+            f"input {x.shape[-2]}x{x.shape[-1]}: height and width must be multiples of {multiple_of}, e.g. "
+            f"{multiple_of * max(1, x.shape[-2] // multiple_of)}x{multiple_of * max(1, x.shape[-1] // multiple_of)}"
         )
