@@ -5,19 +5,18 @@ what a model is; ``families()`` lists the book's families in chapter order. Impo
 family. ``create_model(name, checkpoint=PATH)`` / ``load_official(model, PATH)`` load the authors' checkpoints.
 """
 
+import importlib
+
 from .registry import FAMILIES, ModelInfo, create_model, families, list_models, model_info, register_model
 from .checkpoints import load_official
 from .timm_convert import from_timm, register_timm_converter, timm_architectures
 from .notebook import seed_everything, show_source
 
-# Families register their models on import, in chapter order.
-from . import mobilevit  # noqa: E402,F401
-from . import poolformer  # noqa: E402,F401
-from . import topformer  # noqa: E402,F401
-from . import seaformer  # noqa: E402,F401
-from . import pp_mobileseg  # noqa: E402,F401
-from . import hrvit  # noqa: E402,F401
-from . import claims  # noqa: E402,F401  (after the families: claims build their models)
+# Each family registers its models on import (lessons/<family>.py, in chapter order); then the claims, which
+# build those models.
+for _family in FAMILIES:
+    importlib.import_module(f"{__name__}.{_family}")
+from . import claims  # noqa: E402,F401
 
 __all__ = [
     "FAMILIES", "ModelInfo", "create_model", "families", "list_models", "model_info", "register_model",

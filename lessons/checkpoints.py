@@ -50,12 +50,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # protocol 2 (Paddle's) stores an array's bytes as a latin-1 string to encode
     }
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a .pdparams file holds only NumPy arrays")
+        raise _RefusedGlobal(f"refusing to load {module}.{name}: a .pdparams file holds only NumPy arrays")
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The file asked for something other than NumPy arrays: not a checkpoint to trust."""
 
 
 def read_pdparams(path: str | PathLike) -> StateDict:
@@ -64,6 +69,8 @@ def read_pdparams(path: str | PathLike) -> StateDict:
     try:
         with path.open("rb") as f:
             data = _NumpyOnlyUnpickler(f).load()
+    except _RefusedGlobal as err:
+        raise ValueError(f"{path} is not a plain .pdparams file: {err}") from err
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise ValueError(
             f"could not read {path} as a PaddlePaddle .pdparams file ({type(err).__name__}: {err}); a file cut "

@@ -90,3 +90,32 @@ def test_create_model_forwards_kwargs() -> None:
     assert model.stem.conv.in_channels == 1
     with pytest.raises(TypeError):
         lessons.create_model("mobilevit_xxs", no_such_argument=1)
+
+
+def test_registering_with_an_unknown_family_or_task_or_a_bad_size_raises(private_registry: dict) -> None:
+    def odd_test_net() -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(ValueError, match="unknown family 'vit'"):
+        registry.register_model(**{**SPEC, "family": "vit"})(odd_test_net)
+    with pytest.raises(ValueError, match="task must be one of"):
+        registry.register_model(**{**SPEC, "task": "detection"})(odd_test_net)
+    with pytest.raises(ValueError, match="not a multiple of size_divisor 32"):
+        registry.register_model(**{**SPEC, "input_size": (3, 48, 48), "size_divisor": 32})(odd_test_net)
+
+
+def test_model_info_says_what_a_model_is_and_the_built_model_carries_it() -> None:
+    info = lessons.model_info("topformer_tiny")
+    assert (info.family, info.task, info.input_size, info.num_classes) == ("topformer", "segmentation", (3, 512, 512), 150)
+    assert "TopFormer" in info.paper and info.code.startswith("https://github.com/hustvl/")
+    with torch.device("meta"):
+        assert lessons.create_model("topformer_tiny").info is info
+    with pytest.raises(ValueError, match="unknown model 'topformer_tin'.*Did you mean 'topformer_tiny'"):
+        lessons.model_info("topformer_tin")
+
+
+def test_families_are_listed_once_in_chapter_order_and_each_has_models() -> None:
+    names = [f.name for f in lessons.families()]
+    assert names == list(lessons.FAMILIES) == ["mobilevit", "poolformer", "topformer", "seaformer", "pp_mobileseg", "hrvit"]
+    for family in lessons.families():
+        assert lessons.list_models(family=family.name, task=family.headline_task), family.name

@@ -1,5 +1,8 @@
 """The one registry of numbers the book takes from papers; each family declares its claims in a module here."""
 
+import importlib
+
+from ..registry import FAMILIES
 from .core import (
     Claim,
     ClaimResult,
@@ -15,13 +18,9 @@ from .core import (
     rounding_tolerance,
 )
 
-# Each family's claims register themselves on import (one module per family, like lessons/<family>.py).
-from . import mobilevit  # noqa: E402,F401
-from . import poolformer  # noqa: E402,F401
-from . import topformer  # noqa: E402,F401
-from . import seaformer  # noqa: E402,F401
-from . import pp_mobileseg  # noqa: E402,F401
-from . import hrvit  # noqa: E402,F401
+# Each family's claims register themselves on import: one module per family, lessons/claims/<family>.py.
+for _family in FAMILIES:
+    importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = [
     "Claim", "ClaimResult", "ClaimsTable", "all_claims", "claims_table", "evaluate", "get_claim", "macs_claim",
