@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 import lessons
-from lessons.layers import resize_to
-from lessons.measure import compare_latency, count_macs, count_params
+from lessons.measure import compare_latency, model_count, model_params
 
 # (task, input side) -> models, each at the resolution its paper reports: ImageNet at 224 (MobileViT: 256),
 # ADE20K segmentation at 512 with 150 classes.
@@ -35,47 +34,42 @@ GROUPS: dict[tuple[str, int], tuple[str, ...]] = {
     ("classification", 256): ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"),
     ("classification", 224): (
         "poolformer_s12", "poolformer_s24", "topformer_tiny_cls", "topformer_small_cls", "topformer_base_cls",
-        "seaformer_tiny_cls", "seaformer_small_cls", "seaformer_base_cls", "seaformer_large_cls", "hrvit_b1",
+        "seaformer_tiny_cls", "seaformer_small_cls", "seaformer_base_cls", "seaformer_large_cls", "hrvit_b1_cls",
     ),
     ("segmentation", 512): (
         "topformer_tiny", "topformer_small", "topformer_base", "seaformer_tiny", "seaformer_small", "seaformer_base",
         "seaformer_large", "pp_mobileseg_tiny", "pp_mobileseg_tiny+vim", "pp_mobileseg_base", "pp_mobileseg_base+vim",
-        "hrvit_b1_seg",
+        "hrvit_b1",
     ),
 }
 VIM = "+vim"  # the same PP-MobileSeg model, its label map made by the valid-interpolate module
 
 
-class ToLabels(nn.Module):
-    """Image -> label map ``[B, H, W]``, the way a segmenter is used: logits at the input's size, then argmax.
-
-    Some models upsample inside ``forward`` (SeaFormer, PP-MobileSeg, HRViT), TopFormer returns 1/8 logits as its
-    official head does; resizing here makes every row pay for the same output. ``vim=True`` (PP-MobileSeg) uses the
-    model's ``predict``, which upsamples only the classes present (VIM, PP-MobileSeg §2.3).
+class LabelMap(nn.Module):
+    """Image -> label map ``[B, H, W]``, the way a segmenter is used: its ``predict`` (logits resized to the input,
+    then argmax), so every segmentation row pays for the same output. PP-MobileSeg's rows without ``+vim`` are built
+    with ``upsample="interpolate"``; with it, ``predict`` upsamples only the classes present (VIM, PP-MobileSeg §2.3).
     """
 
-    def __init__(self, model: nn.Module, vim: bool = False) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.vim = model, vim
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.vim:
-            return self.model.predict(x)
-        logits = self.model(x)
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = resize_to(logits, x.shape[-2:])
-        return logits.argmax(1)
+        return self.model.predict(x)
 
 
 def build(name: str, task: str) -> nn.Module:
     """The module to time for a row of GROUPS: the classifier itself, or the segmenter wrapped to a label map."""
-    model = lessons.create_model(name.removesuffix(VIM)).eval()
-    return model if task == "classification" else ToLabels(model, vim=name.endswith(VIM))
+    model_name = name.removesuffix(VIM)
+    kwargs = {"upsample": "vim" if name.endswith(VIM) else "interpolate"} if family_of(name) == "pp_mobileseg" else {}
+    model = lessons.create_model(model_name, **kwargs).eval()
+    return model if task == "classification" else LabelMap(model)
 
 
 def family_of(name: str) -> str:
-    """The chapter a model belongs to (pp_mobileseg keeps its own; the cls variants belong to their family)."""
-    return "pp_mobileseg" if name.startswith("pp_mobileseg") else name.split("_")[0]
+    """The chapter a row belongs to, from the registry."""
+    return lessons.model_info(name.removesuffix(VIM)).family
 
 
 def costs(name: str, side: int) -> tuple[int, int]:
@@ -84,9 +78,8 @@ def costs(name: str, side: int) -> tuple[int, int]:
     Multiply-adds are those of convolutions and matrix products (``count_macs``): the final upsampling and argmax
     (and VIM's gather) are not in them, though they are in the time.
     """
-    with torch.device("meta"):
-        model = lessons.create_model(name.removesuffix(VIM)).eval()
-    return count_params(model), count_macs(model, (1, 3, side, side))
+    name = name.removesuffix(VIM)
+    return model_params(name), model_count(name, (1, 3, side, side))
 
 
 def cpu_name() -> str:
