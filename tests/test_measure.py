@@ -286,3 +286,41 @@ def test_mmcv_counter_rejects_bad_arguments() -> None:
     counter = measure.MmcvFlopCounter(_tiny_net())
     with pytest.raises(ValueError, match="extra kinds"):
         counter.total(extra_counts={"attention_product": 1})
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Registered models by name: the one meta-device helper and its cache
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_on_meta_restores_the_mode_it_found_even_when_the_forward_fails() -> None:
+    class Fails(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("boom")
+
+    model = Fails().train()
+    with pytest.raises(RuntimeError, match="boom"), measure.on_meta(model, (3, 4, 4)) as (meta, x):
+        assert not meta.training and x.device.type == "meta" and x.shape == (1, 3, 4, 4)
+        meta(x)
+    assert model.training
+    evaluated = layers.InvertedResidual(8, 8).eval()
+    count_flops(evaluated, (8, 8, 8))
+    assert not evaluated.training
+
+
+def test_meta_model_builds_a_registered_model_without_memory_in_eval_mode() -> None:
+    model = measure.meta_model("mobilevit_xxs", num_classes=10)
+    assert not model.training and model.fc.out_features == 10
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_model_count_and_model_params_equal_counting_the_built_model_and_are_cached() -> None:
+    with torch.device("meta"):
+        model = lessons.create_model("mobilevit_xxs", num_classes=10)
+    assert measure.model_params("mobilevit_xxs", num_classes=10) == count_params(model)
+    assert measure.model_count("mobilevit_xxs", (3, 64, 64), num_classes=10) == count_macs(model, (3, 64, 64))
+    assert measure.model_count("mobilevit_xxs", (3, 64, 64), counter=count_flops, num_classes=10) == count_flops(
+        model, (3, 64, 64))
+    hits = measure._cached_count.cache_info().hits
+    measure.model_count("mobilevit_xxs", (3, 64, 64), num_classes=10)
+    assert measure._cached_count.cache_info().hits == hits + 1
