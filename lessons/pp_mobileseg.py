@@ -647,7 +647,8 @@ def official_rules(config: StrideFormerConfig) -> list[tuple[str, str]]:
             rules.append((rf"backbone\.smb{i + 1}\.blocks\.(\d+)\.mid_se\.{theirs}\.(weight|bias)",
                           rf"backbone.stages.{i}.\1.se.{ours}.\2"))
     for t in range(len(config.depths)):  # trans1..transM -> transformers.0..M-1
-        theirs_block, ours_block = rf"backbone\.trans{t + 1}\.transformer_blocks\.(\d+)", rf"backbone.transformers.{t}.\1"
+        theirs_block = rf"backbone\.trans{t + 1}\.transformer_blocks\.(\d+)"
+        ours_block = rf"backbone.transformers.{t}.\1"
         for theirs, ours in _SEA_CONV_BN.items():
             name = theirs.replace(".", r"\.")
             rules.append((rf"{theirs_block}\.{name}\.c\.weight", rf"{ours_block}.{ours}.conv.weight"))
@@ -714,7 +715,9 @@ _SEG = dict(
 _CONFIGS = "PaddlePaddle/PaddleSeg configs/pp_mobileseg"
 
 
-@register_model(**_SEG, official=f"{_CONFIGS}/pp_mobileseg_base_ade20k_512x512_80k.yml (MobileSeg_Base, inj_type AAMSx8)")
+@register_model(
+    **_SEG, official=f"{_CONFIGS}/pp_mobileseg_base_ade20k_512x512_80k.yml (MobileSeg_Base, inj_type AAMSx8)",
+)
 def pp_mobileseg_base(**kwargs) -> PPMobileSeg:
     """PP-MobileSeg-Base: StrideFormer-Base + AAMSx8, as in the official config."""
     return create_pp_mobileseg("base", **kwargs)
