@@ -42,6 +42,10 @@ _CONVERTERS: dict[type, Converter] = {}
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a Python object other than NumPy's array machinery: not a weights file."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles NumPy arrays, dtypes and plain containers; refuses every other global, so a ``.pdparams`` file
     cannot run code while it is read."""
@@ -50,17 +54,14 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # protocol 2 (Paddle's) stores an array's bytes as a latin-1 string to encode
+        # pickle protocol 2 (Paddle's for .pdparams) writes each array's bytes as _codecs.encode(str, "latin1")
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise _RefusedGlobal(f"refusing to load {module}.{name}: a .pdparams file holds only NumPy arrays")
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    """The file asked for something other than NumPy arrays: not a checkpoint to trust."""
+        raise RefusedGlobal(f"refusing to load {module}.{name}: a .pdparams file holds only NumPy arrays")
 
 
 def read_pdparams(path: str | PathLike) -> StateDict:
@@ -69,8 +70,11 @@ def read_pdparams(path: str | PathLike) -> StateDict:
     try:
         with path.open("rb") as f:
             data = _NumpyOnlyUnpickler(f).load()
-    except _RefusedGlobal as err:
-        raise ValueError(f"{path} is not a plain .pdparams file: {err}") from err
+    except RefusedGlobal as err:
+        raise ValueError(
+            f"{path} is not a PaddlePaddle weights file: {err}. Loading it could run code, so it was not loaded; "
+            "use the model.pdparams linked from the official README"
+        ) from err
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise ValueError(
             f"could not read {path} as a PaddlePaddle .pdparams file ({type(err).__name__}: {err}); a file cut "

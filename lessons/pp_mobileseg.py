@@ -13,11 +13,13 @@ Three changes to SeaFormer, each aimed at a phone's CPU:
 
 Official code (PaddlePaddle/PaddleSeg): ``paddleseg/models/backbones/strideformer.py`` (StrideFormer, AAM,
 ``MobileSeg_Base``/``MobileSeg_Tiny``), ``paddleseg/models/pp_mobileseg.py`` (head, VIM),
-``configs/pp_mobileseg/*.yml`` and README.md (numbers).
+``configs/pp_mobileseg/*.yml`` and README.md (numbers). :func:`convert_official_pp_mobileseg` maps the released
+``.pdparams`` checkpoints onto these modules.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -25,11 +27,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .layers import ActLayer, ConvBN, ConvNormAct, check_count, resize_to
-from .registry import register_model
-from .seaformer import (
-    FusionBlock, check_image_batch, init_seaformer_weights, run_pyramid, sea_transformer_stages,
-)
+from .checkpoints import StateDict, register_official_converter, rename_by_rules
+from .contract import FeatureInfo, Segmenter
+from .layers import ActLayer, ConvBN, ConvNormAct, check_count, check_image_batch, resize_to
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .seaformer import FusionBlock, init_seaformer_weights, run_pyramid, sea_transformer_stages
 
 # --------------------------------------------------------------------------------------------------------------------
 # MobileNetV3 blocks (Howard et al. 2019, §5; PaddleSeg ``ResidualUnit`` and ``SEModule``)
@@ -275,19 +277,40 @@ class StrideFormerConfig:
         return (self.stages[self.detail_stage][-1][2], *self.embed_dims)
 
     @property
-    def total_stride(self) -> int:
-        """The stride of the coarsest map the network computes: the last stage, halved again by strided attention."""
-        stride = 2
+    def stage_strides(self) -> tuple[int, ...]:
+        """The stride of each MobileNetV3 stage's output (the stem halves first): (4, 8, 16, 32) for base and tiny."""
+        strides, stride = [], 2
         for stage in self.stages:
             for row in stage:
                 stride *= row[5]
-        return stride * self.attn_stride
+            strides.append(stride)
+        return tuple(strides)
+
+    @property
+    def feature_strides(self) -> tuple[int, ...]:
+        """Strides of the fused features: the detail map, then each SEA stage (the stage it follows)."""
+        n_trans = len(self.depths)
+        return (self.stage_strides[self.detail_stage], *self.stage_strides[len(self.stages) - n_trans:])
+
+    @property
+    def total_stride(self) -> int:
+        """The stride of the coarsest map the network computes: the last stage, halved again by strided attention."""
+        return self.stage_strides[-1] * self.attn_stride
+
+    @property
+    def logits_stride(self) -> int:
+        """Stride of the fused map, hence of the logits: AAM halves the 1/8 detail map; AAMSx8 and SeaFormer's
+        fusion chain keep it."""
+        detail = self.feature_strides[0]
+        return 2 * detail if self.fusion == "aam" else detail
 
 
 class StrideFormer(nn.Module):
     """The StrideFormer backbone: MobileNetV3 stages, strided SEA attention on the last ones.
 
     :meth:`forward` returns [detail map (1/8), output of each SEA stage (1/16, 1/32 for the four-stage models)].
+    Inputs must be at least as large as the coarsest feature map's stride (32; 64 for the five-stage ablation model),
+    so that map has at least one pixel; any size above works (strided attention upsamples back to its input's size).
     """
 
     def __init__(
@@ -307,7 +330,7 @@ class StrideFormer(nn.Module):
         self.transformers = sea_transformer_stages(config, act_layer, drop_path_rate, attn_stride=config.attn_stride)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image_batch(x, self.in_chans, self.config.total_stride)
+        check_image_batch(x, self.in_chans, min_size=self.config.feature_strides[-1])
         return run_pyramid(x, self.stem, self.stages, self.transformers, self.config.detail_stage)
 
 
@@ -391,11 +414,12 @@ def vim_applies(upsample: str, training: bool, num_classes: int, min_classes: in
 
 
 class LabelPredictor(nn.Module):
-    """A segmentation model + its final upsample and argmax: what PP-MobileSeg's latencies time (README footnote).
+    """A segmenter + its final upsample and argmax: what PP-MobileSeg's latencies time (README footnote).
 
-    ``upsample="vim"`` uses :func:`valid_interpolate`, but only in evaluation mode and with at least
-    ``min_classes`` classes (official: 30); otherwise, and with ``upsample="interpolate"``, the plain
-    :func:`interpolate_argmax`. ``model`` must have ``forward_logits`` (low-resolution logits).
+    Wraps any :class:`~lessons.contract.Segmenter` (it reads ``forward_logits`` and ``num_classes``, which every
+    segmenter has), so TopFormer, SeaFormer or HRViT can be timed with VIM too. ``upsample="vim"`` uses
+    :func:`valid_interpolate`, but only in evaluation mode and with at least ``min_classes`` classes (official: 30);
+    otherwise, and with ``upsample="interpolate"``, the plain :func:`interpolate_argmax`.
     """
 
     def __init__(self, model: nn.Module, upsample: Literal["vim", "interpolate"] = "vim",
@@ -403,8 +427,12 @@ class LabelPredictor(nn.Module):
         super().__init__()
         if upsample not in ("vim", "interpolate"):
             raise ValueError(f"upsample must be 'vim' or 'interpolate', got {upsample!r}")
-        if not hasattr(model, "forward_logits"):
-            raise TypeError(f"{type(model).__name__} has no forward_logits (low-resolution logits) to upsample")
+        for needed in ("forward_logits", "num_classes"):
+            if not hasattr(model, needed):
+                raise TypeError(
+                    f"{type(model).__name__} has no {needed}: LabelPredictor wraps a segmenter "
+                    "(lessons.contract.Segmenter: low-resolution logits from forward_logits, and num_classes)"
+                )
         self.model = model
         self.upsample = upsample
         self.min_classes = min_classes
@@ -422,12 +450,17 @@ class LabelPredictor(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class PPMobileSeg(nn.Module):
+class PPMobileSeg(Segmenter):
     """PP-MobileSeg (paper Fig. 2): StrideFormer -> fusion (AAM) -> head -> upsample (VIM at inference).
 
-    :meth:`forward_logits` gives low-resolution logits (1/16 with AAM, 1/8 with AAMSx8); :meth:`forward` the logits
-    resized to the input (training, FLOPs); :meth:`predict` the label map, through VIM when ``upsample="vim"``,
-    the model is in evaluation mode and it has at least 30 classes (official ``PPMobileSeg.forward``).
+    The contract (:class:`~lessons.contract.Segmenter`): :meth:`forward_features` gives the StrideFormer's outputs
+    (1/8 detail map, then each SEA stage; ``feature_info``), :meth:`forward_head` fuses them and classifies, giving
+    logits at ``logits_stride`` (16 with AAM, 8 with AAMSx8), ``forward`` the logits resized to the input (training,
+    FLOPs, ``torch.export``), and :meth:`predict` the label map, through VIM when ``upsample="vim"``, the model is in
+    evaluation mode and it has at least 30 classes (official ``PPMobileSeg.forward``).
+
+    Official layout differs in one place: PaddleSeg keeps AAM inside the backbone (``backbone.inj_module``); here it
+    is ``fusion``, between the backbone and the head, so the backbone's outputs are the features the contract names.
     """
 
     def __init__(
@@ -441,6 +474,13 @@ class PPMobileSeg(nn.Module):
         self.num_classes = num_classes
         self.upsample = upsample
         self.backbone = StrideFormer(config, in_chans, drop_path_rate)
+        n_trans = len(config.depths)
+        modules = (f"backbone.stages.{config.detail_stage}", *(f"backbone.transformers.{i}" for i in range(n_trans)))
+        self.feature_info = [
+            FeatureInfo(chs, stride, module)
+            for chs, stride, module in zip(config.feature_channels, config.feature_strides, modules)
+        ]
+        self.logits_stride = config.logits_stride
         if config.fusion == "aam":
             self.fusion: nn.Module = AggregatedAttention(config.feature_channels, config.fusion_channels, gate)
             fused_chs = config.fusion_channels
@@ -455,11 +495,13 @@ class PPMobileSeg(nn.Module):
         # writes out (fan_out instead of fan_in), so a seeded random model predicts varied classes
         init_seaformer_weights(self)
 
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.fusion(self.backbone(x)))
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[detail map at 1/8, output of each SEA stage] (official ``StrideFormer.forward`` before ``inj_module``)."""
+        return self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return resize_to(self.forward_logits(x), x.shape[-2:])
+    def forward_head(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fuse (AAM) and classify: logits at ``logits_stride``."""
+        return self.head(self.fusion(features))
 
     @property
     def vim_active(self) -> bool:
@@ -467,7 +509,11 @@ class PPMobileSeg(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Label map [B, H, W] (int64): VIM when :attr:`vim_active`, else interpolate-then-argmax."""
+        """Label map [B, H, W] (int64): VIM when :attr:`vim_active`, else interpolate-then-argmax.
+
+        VIM's set of present classes depends on the data, so it lives here, not in ``forward`` (which
+        ``torch.export`` traces).
+        """
         return predict_labels(self.forward_logits(x), x.shape[-2:], self.vim_active)
 
 
@@ -513,16 +559,6 @@ STRIDEFORMER_CONFIGS["base_5stage"] = replace(
     fusion="sea_fusion",
 )
 
-# The README's ablation of PP-MobileSeg-Base on ADE20K (configs/pp_mobileseg/README.md): each row as a model here.
-# (row, registered model, keyword arguments, README parameters in millions)
-ABLATION_PATH: tuple[tuple[str, str, dict, float], ...] = (
-    ("SeaFormer-Base (baseline)", "seaformer_base", {}, 8.27),
-    ("+VIM", "seaformer_base", {}, 8.17),  # VIM is an inference procedure: no parameters
-    ("+VIM +StrideFormer", "pp_mobileseg_base", {"fusion": "sea_fusion"}, 5.54),
-    ("+VIM +StrideFormer +AAM", "pp_mobileseg_base", {}, 5.62),
-)
-
-
 def create_pp_mobileseg(variant: str, fusion: FusionName | None = None, **kwargs) -> PPMobileSeg:
     """PP-MobileSeg-``variant`` (``base``, ``tiny``); ``fusion`` overrides the official config's fusion module."""
     if variant not in STRIDEFORMER_CONFIGS:
@@ -533,25 +569,171 @@ def create_pp_mobileseg(variant: str, fusion: FusionName | None = None, **kwargs
     return PPMobileSeg(config, **kwargs)
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (PaddleSeg .pdparams, read without Paddle by lessons.checkpoints.read_pdparams)
+# --------------------------------------------------------------------------------------------------------------------
+
+# Counters that Paddle's FLOP counter (``paddle.flops``) registers on every layer and a checkpoint saved afterwards
+# keeps: the op and parameter counts and the shapes it saw. They are not weights; the converter drops them by name.
+PADDLE_COUNTERS = r".+\.(total_ops|total_params|input_shape|output_shape)"
+
+_LEAF = r"(weight|bias|_mean|_variance)"  # a Paddle Conv2D/BatchNorm tensor; renamed to torch's in the second pass
+_PADDLE_LEAVES: tuple[tuple[str, str], ...] = (
+    (r"(.+)\._mean", r"\1.running_mean"),  # Paddle's BatchNorm statistics
+    (r"(.+)\._variance", r"\1.running_var"),
+    (r"(.+\.(?:weight|bias|pos_embed))", r"\1"),
+)
+_MV3_PARTS = {"expand_conv": "expand", "bottleneck_conv": "depthwise", "linear_conv": "project"}  # ResidualUnit
+# Sea_Attention's Conv2DBN layers (``c``, ``bn``) -> SeaAttention's ConvBN layers (``conv``, ``bn``)
+_SEA_CONV_BN = {
+    "attn.to_q": "attn.to_q", "attn.to_k": "attn.to_k", "attn.to_v": "attn.to_v",
+    "attn.dwconv": "attn.detail_dw", "attn.pwconv": "attn.detail_pw", "attn.proj.1": "attn.proj.1",
+    "attn.proj_encode_row.1": "attn.proj_row.1", "attn.proj_encode_column.1": "attn.proj_col.1",
+    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+}
+_SEA_POS_EMBED = {"rowq": "row_q", "rowk": "row_k", "columnq": "col_q", "columnk": "col_k"}
+# The fusion module's ConvBNAct layers (``conv``, ``bn``): official inj_module lists -> ours, per inj_type.
+_FUSION_LAYERS: dict[str, dict[str, str]] = {
+    "aam": {  # InjectionMultiSumallmultiallsum: one embedding and one vote per input (x8, x16, x32)
+        **{f"backbone.inj_module.embedding_list.{i}": f"fusion.embeddings.{i}" for i in range(3)},
+        **{f"backbone.inj_module.act_embedding_list.{i}": f"fusion.vote_embeddings.{i}" for i in range(3)},
+    },
+    "aam_x8": {  # InjectionMultiSumallmultiallsumSimpx8: embeddings of x8 and x32 (i != 1), votes of x16 and x32
+        "backbone.inj_module.embedding_list.0": "fusion.embedding_x8",
+        "backbone.inj_module.embedding_list.1": "fusion.embedding_x32",
+        "backbone.inj_module.act_embedding_list.0": "fusion.vote_embedding_x16",
+        "backbone.inj_module.act_embedding_list.1": "fusion.vote_embedding_x32",
+    },
+    "sea_fusion": {  # inj_type 'origin': Fusion_block fuse1, fuse2
+        f"backbone.fuse{i + 1}.{part}": f"fusion.fusions.{i}.{part}"
+        for i in range(2) for part in ("local_embedding", "global_act")
+    },
+}
+_INJ_TYPES = {"aam": "AAM", "aam_x8": "AAMSx8", "sea_fusion": "origin"}
+_INJ_MODELS = {
+    "aam": "PP-MobileSeg-Tiny, pp_mobileseg_tiny", "aam_x8": "PP-MobileSeg-Base, pp_mobileseg_base",
+    "sea_fusion": "the ablation without AAM, pp_mobileseg_base(fusion='sea_fusion')",
+}
+
+
+def _checkpoint_fusion(keys: Sequence[str]) -> str | None:
+    """Which fusion a PaddleSeg PP-MobileSeg checkpoint was trained with, read from its key names."""
+    if any(k.startswith("backbone.fuse1.") for k in keys):
+        return "sea_fusion"
+    if any(k.startswith("backbone.inj_module.embedding_list.2.") for k in keys):
+        return "aam"
+    if any(k.startswith("backbone.inj_module.") for k in keys):
+        return "aam_x8"
+    return None
+
+
+def official_rules(config: StrideFormerConfig) -> list[tuple[str, str]]:
+    """Renaming rules, PaddleSeg's ``PPMobileSeg`` -> ours, for a model built from ``config`` (by role, per layer).
+
+    Paddle layer names keep their last part (``weight``, ``bias``, ``_mean``, ``_variance``) here; the second pass
+    (:data:`_PADDLE_LEAVES`) gives BatchNorm statistics torch's names.
+    """
+    rules = [
+        (r"backbone\.smb1\.conv\.c\.weight", "backbone.stem.conv.weight"),  # the stem lives in StackedMV3Block 1
+        (rf"backbone\.smb1\.conv\.bn\.{_LEAF}", r"backbone.stem.bn.\1"),
+    ]
+    for i in range(len(config.stages)):  # smb1..smbN -> stages.0..N-1
+        for theirs, ours in _MV3_PARTS.items():
+            rules.append((rf"backbone\.smb{i + 1}\.blocks\.(\d+)\.{theirs}\.c\.weight",
+                          rf"backbone.stages.{i}.\1.{ours}.conv.weight"))
+            rules.append((rf"backbone\.smb{i + 1}\.blocks\.(\d+)\.{theirs}\.bn\.{_LEAF}",
+                          rf"backbone.stages.{i}.\1.{ours}.bn.\2"))
+        for theirs, ours in (("conv1", "reduce"), ("conv2", "expand")):  # SEModule: squeeze, then excite
+            rules.append((rf"backbone\.smb{i + 1}\.blocks\.(\d+)\.mid_se\.{theirs}\.(weight|bias)",
+                          rf"backbone.stages.{i}.\1.se.{ours}.\2"))
+    for t in range(len(config.depths)):  # trans1..transM -> transformers.0..M-1
+        theirs_block = rf"backbone\.trans{t + 1}\.transformer_blocks\.(\d+)"
+        ours_block = rf"backbone.transformers.{t}.\1"
+        for theirs, ours in _SEA_CONV_BN.items():
+            name = theirs.replace(".", r"\.")
+            rules.append((rf"{theirs_block}\.{name}\.c\.weight", rf"{ours_block}.{ours}.conv.weight"))
+            rules.append((rf"{theirs_block}\.{name}\.bn\.{_LEAF}", rf"{ours_block}.{ours}.bn.\2"))
+        for theirs, ours in _SEA_POS_EMBED.items():
+            rules.append((rf"{theirs_block}\.attn\.pos_emb_{theirs}\.pos_embed",
+                          rf"{ours_block}.attn.pos_embed_{ours}.pos_embed"))
+        # strided attention: stride_conv = [depthwise Conv2D with bias, BatchNorm2D] -> downsample
+        rules.append((rf"{theirs_block}\.attn\.stride_conv\.0\.(weight|bias)", rf"{ours_block}.attn.downsample.0.\2"))
+        rules.append((rf"{theirs_block}\.attn\.stride_conv\.1\.{_LEAF}", rf"{ours_block}.attn.downsample.1.\2"))
+        rules.append((rf"{theirs_block}\.mlp\.dwconv\.(weight|bias)", rf"{ours_block}.mlp.dwconv.\2"))
+    for theirs, ours in _FUSION_LAYERS[config.fusion].items():
+        name = theirs.replace(".", r"\.")
+        rules.append((rf"{name}\.conv\.weight", f"{ours}.conv.weight"))
+        rules.append((rf"{name}\.bn\.{_LEAF}", rf"{ours}.bn.\1"))
+    rules += [
+        (r"decode_head\.linear_fuse\.conv\.weight", "head.linear_fuse.conv.weight"),
+        (rf"decode_head\.linear_fuse\.bn\.{_LEAF}", r"head.linear_fuse.bn.\1"),
+        (r"decode_head\.conv_seg\.(weight|bias)", r"head.classifier.\1"),
+    ]
+    return rules
+
+
+@register_official_converter(PPMobileSeg)
+def convert_official_pp_mobileseg(state_dict: StateDict, model: PPMobileSeg) -> StateDict:
+    """A PaddleSeg PP-MobileSeg checkpoint (``model.pdparams`` from configs/pp_mobileseg/README.md) -> our keys.
+
+    1. Drop the FLOP counter's entries (:data:`PADDLE_COUNTERS`).
+    2. Check the checkpoint's fusion (its ``inj_type``) is the model's: Base is AAMSx8, Tiny AAM.
+    3. Rename by role (:func:`official_rules`), then Paddle's BatchNorm statistics ``_mean``/``_variance`` to
+       ``running_mean``/``running_var``.
+    4. Add ``num_batches_tracked`` (zero) to every BatchNorm: Paddle does not count batches.
+
+    Nothing is transposed: PP-MobileSeg has no Linear layer (every projection is a 1x1 Conv2D, whose weight Paddle
+    stores ``[out, in, kh, kw]`` as torch does), and its positional embeddings are ``[1, C, 16]`` in both.
+    """
+    counters = re.compile(PADDLE_COUNTERS)
+    weights = {k: v for k, v in state_dict.items() if not counters.fullmatch(k)}
+    found = _checkpoint_fusion(list(weights))
+    if found is not None and found != model.config.fusion:
+        raise ValueError(
+            f"this checkpoint's fusion is inj_type {_INJ_TYPES[found]!r} ({_INJ_MODELS[found]}), but the model "
+            f"uses {_INJ_TYPES[model.config.fusion]!r} ({_INJ_MODELS[model.config.fusion]}): build the matching model"
+        )
+    renamed = rename_by_rules(weights, official_rules(model.config), "PaddleSeg PP-MobileSeg")
+    out = rename_by_rules(renamed, _PADDLE_LEAVES, "PaddleSeg PP-MobileSeg")
+    for key in [k for k in out if k.endswith(".running_mean")]:
+        out[key.removesuffix("running_mean") + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Named variants
+# --------------------------------------------------------------------------------------------------------------------
+
+# configs/pp_mobileseg/pp_mobileseg_base_ade20k_512x512_80k.yml (Tiny inherits it): Normalize with ImageNet's mean and
+# std, on RGB images scaled to [0, 1] (PaddleSeg's Normalize divides by 255; its *default* would be 0.5, 0.5).
+# Any input side of at least 32 runs (strided attention and AAM resize to their inputs' sizes): size_divisor 1. The
+# val pipeline rounds sides to multiples of 32 (`Resize: size_divisor: 32`), a choice of the pipeline, not a need.
 _SEG = dict(
     family="pp_mobileseg", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
 )
+_CONFIGS = "PaddlePaddle/PaddleSeg configs/pp_mobileseg"
 
 
-@register_model(**_SEG)
+@register_model(
+    **_SEG, official=f"{_CONFIGS}/pp_mobileseg_base_ade20k_512x512_80k.yml (MobileSeg_Base, inj_type AAMSx8)",
+)
 def pp_mobileseg_base(**kwargs) -> PPMobileSeg:
-    """PP-MobileSeg-Base (StrideFormer-Base + AAMSx8 as in the official config): README 5.62M parameters."""
+    """PP-MobileSeg-Base: StrideFormer-Base + AAMSx8, as in the official config."""
     return create_pp_mobileseg("base", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(
+    **_SEG,
+    official="none: the book's own construction (MobileSeg_Base with a fifth stage) for the paper's four- vs "
+             "five-stage ablation (§3.3); no official config or checkpoint",
+)
 def pp_mobileseg_base_5stage(**kwargs) -> PPMobileSeg:
     """Ablation model: StrideFormer-Base with a fifth stage (see ``STRIDEFORMER_CONFIGS['base_5stage']``)."""
     return create_pp_mobileseg("base_5stage", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=f"{_CONFIGS}/pp_mobileseg_tiny_ade20k_512x512_80k.yml (MobileSeg_Tiny, inj_type AAM)")
 def pp_mobileseg_tiny(**kwargs) -> PPMobileSeg:
-    """PP-MobileSeg-Tiny (StrideFormer-Tiny + AAM): README 1.61M parameters (1.44M in its comparison table)."""
+    """PP-MobileSeg-Tiny: StrideFormer-Tiny + AAM, as in the official config."""
     return create_pp_mobileseg("tiny", **kwargs)

@@ -15,12 +15,12 @@ import functools
 
 import torch
 
-from ..measure import count_flops
+from ..measure import count_flops, model_params
 from ..notebook import seed_everything
-from ..pp_mobileseg import ABLATION_PATH, STRIDEFORMER_CONFIGS, interpolate_argmax, valid_interpolate
+from ..pp_mobileseg import STRIDEFORMER_CONFIGS, interpolate_argmax, valid_interpolate
 from ..registry import create_model
 from ..seaformer import SeaAttention
-from .core import Claim, model_params, params_claim, register_claims, rounding_tolerance
+from .core import Claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "pp_mobileseg"
 README = "PaddleSeg configs/pp_mobileseg/README.md"
@@ -28,6 +28,15 @@ MAIN = f"{README}, ADE20K table"
 COMPARISON = f"{README}, comparison table"
 ABLATION = f"{README}, ablation table (PP-MobileSeg-Base, ADE20K)"
 PAPER_33 = "paper §3.3 (StrideFormer ablation, seed 003) / README ablation rows +VIM -> +StrideFormer"
+
+# The README's ablation of PP-MobileSeg-Base on ADE20K (configs/pp_mobileseg/README.md), each row as a model here:
+# (row, registered model, keyword arguments, README parameters in millions).
+ABLATION_PATH: tuple[tuple[str, str, dict, float], ...] = (
+    ("SeaFormer-Base (baseline)", "seaformer_base", {}, 8.27),
+    ("+VIM", "seaformer_base", {}, 8.17),  # VIM is an inference procedure: no parameters
+    ("+VIM +StrideFormer", "pp_mobileseg_base", {"fusion": "sea_fusion"}, 5.54),
+    ("+VIM +StrideFormer +AAM", "pp_mobileseg_base", {}, 5.62),
+)
 
 NOT_FROM_CODE = (
     "the official code (strideformer.py, pp_mobileseg.py, this config) builds {ours}: counted here and with the "
@@ -39,8 +48,8 @@ NOT_FROM_CODE = (
 
 def _ratio(a: str, a_kwargs: dict, b: str, b_kwargs: dict) -> float:
     """Percent fewer parameters in model ``b`` than in model ``a``."""
-    pa = model_params(a, tuple(sorted(a_kwargs.items())))
-    pb = model_params(b, tuple(sorted(b_kwargs.items())))
+    pa = model_params(a, **a_kwargs)
+    pb = model_params(b, **b_kwargs)
     return 100.0 * (1.0 - pb / pa)
 
 
@@ -78,8 +87,22 @@ def strided_attention_share(side: int = 32) -> float:
 
 
 _ROWS = {row: (model, kwargs, paper) for row, model, kwargs, paper in ABLATION_PATH}
+_ABLATION_EXPLANATIONS = (
+    ("SeaFormer-Base (baseline)", "baseline",
+     "SeaFormer-Base + LightHead is 8,605,654 parameters (8.6M, as SeaFormer's own README says; the same README's "
+     "comparison table says 8.64M)"),
+    ("+VIM", "vim",
+     "VIM is a way to upsample at inference, with no parameters: the model is still SeaFormer-Base's 8.61M; the "
+     "README's 0.10M drop between these two rows has no counterpart in the code"),
+    ("+VIM +StrideFormer", "strideformer",
+     "StrideFormer-Base with SeaFormer's fusion (inj_type 'origin', dims 128/160) and the PP-MobileSeg head has "
+     "5,856,614 parameters (5.86M); the same ~0.32M gap as the final model"),
+)
+# "Four stages cut the parameter overhead by 32.19%" = (8.17 - 5.54) / 8.17. Claimed as "about 32%" (+-0.5 points):
+# the rows' absolute counts are not reproducible (above), so the ratio is what can be checked.
+ABOUT = 0.5
 
-claims: list[Claim] = [
+register_claims([
     params_claim(
         "pp_mobileseg.base.params", FAMILY, f"{MAIN}; {ABLATION} (last row)",
         "PP-MobileSeg-Base parameters (StrideFormer-Base + AAMSx8, 150 classes)", 5.62, "pp_mobileseg_base",
@@ -96,58 +119,44 @@ claims: list[Claim] = [
         "PP-MobileSeg-Tiny parameters, comparison table", 1.44, "pp_mobileseg_tiny", decimals=2,
         discrepancy=NOT_FROM_CODE.format(ours="1,492,298 (1.49M)", with_stats="1,515,898"),
     ),
-]
-for row, key, explanation in (
-    ("SeaFormer-Base (baseline)", "baseline",
-     "SeaFormer-Base + LightHead is 8,605,654 parameters (8.6M, as SeaFormer's own README says; the same README's "
-     "comparison table says 8.64M)"),
-    ("+VIM", "vim",
-     "VIM is a way to upsample at inference, with no parameters: the model is still SeaFormer-Base's 8.61M; the "
-     "README's 0.10M drop between these two rows has no counterpart in the code"),
-    ("+VIM +StrideFormer", "strideformer",
-     "StrideFormer-Base with SeaFormer's fusion (inj_type 'origin', dims 128/160) and the PP-MobileSeg head has "
-     "5,856,614 parameters (5.86M); the same ~0.32M gap as the final model"),
-):
-    model, kwargs, paper = _ROWS[row]
-    claims.append(params_claim(
-        f"pp_mobileseg.ablation.{key}.params", FAMILY, ABLATION, f"ablation row '{row}': parameters", paper, model,
-        decimals=2, discrepancy=explanation, **kwargs,
-    ))
-
-# AAM's increment: 5.54M -> 5.62M, each rounded to 0.01M, so the difference is known to +-0.01M.
-claims.append(Claim(
-    "pp_mobileseg.ablation.aam_increment", FAMILY, ABLATION,
-    "ablation '+AAM' row: parameters added by AAM (AAMSx8) over SeaFormer's fusion", 0.08, "M",
-    2 * rounding_tolerance(2),
-    lambda: (model_params("pp_mobileseg_base") - model_params("pp_mobileseg_base", (("fusion", "sea_fusion"),))) / 1e6,
-))
-# "Four stages cut the parameter overhead by 32.19%" = (8.17 - 5.54) / 8.17. Claimed as "about 32%" (+-0.5 points):
-# the rows' absolute counts are not reproducible (above), so the ratio is what can be checked.
-ABOUT = 0.5
-claims.append(Claim(
-    "pp_mobileseg.four_stages.param_cut_vs_5stage", FAMILY, PAPER_33,
-    "parameters cut by four stages instead of five: five-stage StrideFormer-Base -> four-stage (about 32%)",
-    32.19, "%", ABOUT,
-    lambda: _ratio("pp_mobileseg_base_5stage", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
-))
-claims.append(Claim(
-    "pp_mobileseg.four_stages.param_cut_vs_seaformer", FAMILY, PAPER_33,
-    "parameters cut from SeaFormer-Base (five MV2 stages) to StrideFormer-Base (four MV3 stages), about 32%",
-    32.19, "%", ABOUT,
-    lambda: _ratio("seaformer_base", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
-))
-# "Strided convolution before the SEA attention ... reduces the computation to 1/4 of the original" (paper §2.1).
-# The stride-2 depthwise conv itself costs about 1% more; "about a quarter" is claimed to +-1 point.
-claims.append(Claim(
-    "pp_mobileseg.strided_attention.flop_share", FAMILY, "paper §2.1 (seed 003: 'reduced to 1/4 of the original')",
-    "strided SEA attention's FLOPs as a share of SEA attention's (StrideFormer-Base, 1/16 stage at 512x512)",
-    25.0, "%", 1.0, strided_attention_share,
-))
-# VIM keeps the predictions: README ablation '+VIM' leaves mIoU at 40.00 -> 40.07. Claimed: >= 99% of pixels agree.
-claims.append(Claim(
-    "pp_mobileseg.vim.agreement", FAMILY, f"{ABLATION} ('+VIM': mIoU 40.00 -> 40.07)",
-    "VIM labels equal interpolate-then-argmax on >= 99% of pixels (seeded random PP-MobileSeg-Base, 512x512)",
-    100.0, "%", 1.0, vim_agreement,
-))
-
-register_claims(claims)
+    *[
+        params_claim(
+            f"pp_mobileseg.ablation.{key}.params", FAMILY, ABLATION, f"ablation row '{row}': parameters",
+            _ROWS[row][2], _ROWS[row][0], decimals=2, discrepancy=explanation, **_ROWS[row][1],
+        )
+        for row, key, explanation in _ABLATION_EXPLANATIONS
+    ],
+    # AAM's increment: 5.54M -> 5.62M, each rounded to 0.01M, so the difference is known to +-0.01M.
+    Claim(
+        "pp_mobileseg.ablation.aam_increment", FAMILY, ABLATION,
+        "ablation '+AAM' row: parameters added by AAM (AAMSx8) over SeaFormer's fusion", 0.08, "M",
+        2 * rounding_tolerance(2),
+        lambda: (model_params("pp_mobileseg_base") - model_params("pp_mobileseg_base", fusion="sea_fusion")) / 1e6,
+    ),
+    Claim(
+        "pp_mobileseg.four_stages.param_cut_vs_5stage", FAMILY, PAPER_33,
+        "parameters cut by four stages instead of five: five-stage StrideFormer-Base -> four-stage (about 32%)",
+        32.19, "%", ABOUT,
+        lambda: _ratio("pp_mobileseg_base_5stage", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
+    ),
+    Claim(
+        "pp_mobileseg.four_stages.param_cut_vs_seaformer", FAMILY, PAPER_33,
+        "parameters cut from SeaFormer-Base (five MV2 stages) to StrideFormer-Base (four MV3 stages), about 32%",
+        32.19, "%", ABOUT,
+        lambda: _ratio("seaformer_base", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
+    ),
+    # "Strided convolution before the SEA attention ... reduces the computation to 1/4 of the original" (paper
+    # §2.1). The stride-2 depthwise conv itself costs about 1% more; "about a quarter" is claimed to +-1 point.
+    Claim(
+        "pp_mobileseg.strided_attention.flop_share", FAMILY,
+        "paper §2.1 (seed 003: 'reduced to 1/4 of the original')",
+        "strided SEA attention's FLOPs as a share of SEA attention's (StrideFormer-Base, 1/16 stage at 512x512)",
+        25.0, "%", 1.0, strided_attention_share,
+    ),
+    # VIM keeps the predictions: README ablation '+VIM' leaves mIoU at 40.00 -> 40.07. Claimed: >= 99% of pixels.
+    Claim(
+        "pp_mobileseg.vim.agreement", FAMILY, f"{ABLATION} ('+VIM': mIoU 40.00 -> 40.07)",
+        "VIM labels equal interpolate-then-argmax on >= 99% of pixels (seeded random PP-MobileSeg-Base, 512x512)",
+        100.0, "%", 1.0, vim_agreement,
+    ),
+])
