@@ -22,6 +22,7 @@ Every page is opened a second time on a 390 px wide phone screen (test_page_on_a
 - nothing is wider than the screen unless it scrolls inside its own box within the article (a code cell, an
   output, a claims table): the page itself never scrolls sideways;
 - the ☰ button opens the site navigation and the contents button opens the page's contents, each as a panel;
+- the result column of every claims table ("paper vs. this book") is on screen;
 - there is exactly one search entry.
 
 A failure names the page and lists every problem found on it.
@@ -214,6 +215,18 @@ JS_TOO_WIDE = """
   }
   return {pageWidth: document.documentElement.scrollWidth, viewport: vw, offenders: found.slice(0, 10)};
 }
+"""
+
+# book/_static/site.css pins the result column (pass / discrepancy / FAIL) of every claims table to the right edge
+# of the table's scrolling box: on a phone it must be on screen without scrolling. Returns the tables where not.
+JS_CLAIMS_RESULT_HIDDEN = """
+() => [...document.querySelectorAll('table.claims-table')].flatMap((table, i) => {
+  const cell = table.querySelector('tbody tr td:last-child');
+  if (!cell) return [];
+  const r = cell.getBoundingClientRect();
+  return (r.left >= 0 && r.right <= document.documentElement.clientWidth + 1) ? [] :
+         [`table ${i + 1}: ${JSON.stringify(cell.textContent)} drawn at ${Math.round(r.left)}..${Math.round(r.right)} px`];
+})
 """
 
 JS_PANEL_STATE = """
@@ -458,6 +471,7 @@ def test_page_on_a_phone(page_path: str, site_dir: Path, base_url: str, browser)
         if wide["pageWidth"] > wide["viewport"] + 1:
             problems.append(f"the page scrolls sideways on a {PHONE['width']} px screen: it is {wide['pageWidth']} px wide")
         problems += [f"wider than the screen: {o}" for o in wide["offenders"]]
+        problems += [f"claims table: the result column is off screen ({where})" for where in page.evaluate(JS_CLAIMS_RESULT_HIDDEN)]
         problems += search_problems(page)
         problems += navigation_problems(page, PHONE["width"])
     except Exception as exc:  # noqa: BLE001 -- report the browser's error as a problem of this page
