@@ -183,7 +183,8 @@ class ClaimsTable:
         for row, r in zip(self.rows, self.results):
             style = {"pass": "", "discrepancy": ' style="background:#fff4d6"', "FAIL": ' style="background:#ffd6d6"'}
             cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
-            body.append(f"<tr{style[r.status]}>{cells}</tr>")
+            # claims-pass / claims-discrepancy / claims-fail: hooks for the site's CSS (book/_static/site.css)
+            body.append(f'<tr class="claims-{r.status.lower()}"{style[r.status]}>{cells}</tr>')
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes())
         notes_html = f"<p>Discrepancies, and why:</p><ul>{notes}</ul>" if notes else ""
         return (

@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
 CHROMIUM = Path("/usr/bin/chromium")
-# Per page: (path, images, math typeset, math nodes, widgets rendered, widget views saved); printed at the end.
+# Per page: (path, images, images too small to read, math typeset, math nodes, widgets rendered, widget views saved);
+# printed at the end.
 PAGE_STATS = pytest.StashKey[list]()
 
 # Flags for a quiet, offline, headless Chromium in a container (we run as root, hence --no-sandbox).
@@ -105,9 +106,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     stats = config.stash.get(PAGE_STATS, [])
     if stats:
         terminalreporter.write_sep("-", "pages checked in the browser")
-        terminalreporter.write_line(f"{'page':<48} {'images':>6} {'math typeset':>13} {'widgets rendered':>17}")
-        for path, images, typeset, nodes, rendered, saved in sorted(stats):
-            terminalreporter.write_line(f"{path:<48} {images:>6} {typeset:>6}/{nodes:<6} {rendered:>8}/{saved:<8}")
+        terminalreporter.write_line(
+            f"{'page':<40} {'images':>6} {'too small':>9} {'math typeset':>13} {'widgets rendered':>17}"
+        )
+        for path, images, squeezed, typeset, nodes, rendered, saved in sorted(stats):
+            terminalreporter.write_line(
+                f"{path:<40} {images:>6} {squeezed:>9} {typeset:>6}/{nodes:<6} {rendered:>8}/{saved:<8}"
+            )
     skipped = terminalreporter.stats.get("skipped", [])
     if skipped and not CHROMIUM.exists():
         terminalreporter.write_sep("!", f"BROWSER CHECK SKIPPED: {CHROMIUM} is missing", red=True, bold=True)
