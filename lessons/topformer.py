@@ -547,7 +547,7 @@ class _TopFormerTrunk(nn.Module):
         """The official initialisation as the official configs run it: :func:`init_topformer_weights` (convs
         N(0, sqrt(2 / fan_out)), BN 1 and 0), except that each attention projection's BN keeps its zero scale.
         The official ``init_weights`` resets only ``nn.BatchNorm2d`` layers, and the configs build ``SyncBN``, which
-        is not one, so ``Conv2d_BN(bn_weight_init=0)`` survives there: the residual blocks start as the identity.
+        is not one, so ``Conv2d_BN(bn_weight_init=0)`` survives there: every attention branch starts switched off.
         """
         init_topformer_weights(self)
         for block in self.extractor.blocks:

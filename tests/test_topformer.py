@@ -1,4 +1,5 @@
-"""TopFormer: token pyramid shapes, pooling, the extractor's attention, the injection module, heads, claims, errors."""
+"""TopFormer: token pyramid shapes, pooling, the extractor's attention, the injection module, heads, claims, errors,
+the authors' checkpoints."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import lessons
-from lessons.layers import ConvBN, hard_sigmoid, resize_to
 from lessons.claims.topformer import ABLATIONS, MMCV_RULES
+from lessons.layers import ConvBN, hard_sigmoid, resize_to
 from lessons.measure import count_mmcv_flops, count_params, model_count
 from lessons.topformer import (
     TOPFORMER_CONFIGS,
@@ -421,7 +421,8 @@ def test_small_and_base_tenth_row_and_wider_sims_land_by_role():
 
 
 def test_converted_checkpoint_runs_to_finite_logits_of_the_right_shape():
-    model = lessons.create_model("topformer_tiny", checkpoint=_sane_bn_statistics(official_state_dict("topformer_tiny")))
+    official = _sane_bn_statistics(official_state_dict("topformer_tiny"))
+    model = lessons.create_model("topformer_tiny", checkpoint=official)
     with torch.no_grad():
         logits = model.eval()(torch.randn(1, 3, 64, 48))
         labels = model.predict(torch.randn(1, 3, 64, 48))
