@@ -30,11 +30,16 @@ Ablation knobs (the paper's ablation study; each a field of :class:`TopFormerCon
 attention, only the semantic information), ``head`` (the paper's summing head or a concatenating head; the paper's
 "Sum head" is, in its own words, the same as injecting with the semantic-information branch only, so that row of
 the ablation is ``injection="sem_info"``), and ``depth`` (0 = no extractor, the paper's "w/o SASE" baseline).
+The ablation rows themselves, as named overrides, are ``lessons.claims.topformer.ABLATIONS``.
+
+The authors' checkpoints load with ``create_model(name, checkpoint=path)``: :func:`convert_official_topformer`
+renames their keys to ours.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
@@ -56,8 +61,9 @@ from .layers import (
     make_divisible,
     resize_to,
 )
-from .measure import MmcvRules
-from .registry import register_model
+from .checkpoints import register_official_converter, rename_by_rules
+from .contract import FeatureInfo, ImageClassifier, Segmenter
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 TOKEN_STRIDES = (4, 8, 16, 32)  # output strides of the four pyramid tokens (official `embed_out_indice`)
 INJECTION_MODES = ("both", "sigmoid_attn", "sem_info")
@@ -167,8 +173,9 @@ class BNAttention(nn.Module):
         self.to_q = ConvBN(dim, num_heads * key_dim)
         self.to_k = ConvBN(dim, num_heads * key_dim)
         self.to_v = ConvBN(dim, num_heads * self.value_dim)
-        # bn_weight_init=0 as the official Conv2d_BN call; the official init_weights() later resets every BN weight
-        # to 1 (see init_topformer_weights), so a freshly built official model does not start with this branch off.
+        # bn_weight_init=0 as the official Conv2d_BN call: the branch starts switched off. The official init_weights()
+        # resets nn.BatchNorm2d weights to 1, but the official configs build SyncBN (not a BatchNorm2d subclass), so
+        # their models keep this zero; the book's models keep it too (see _TopFormerTrunk.init_weights).
         self.proj = nn.Sequential(act_layer(), ConvBN(num_heads * self.value_dim, dim, bn_weight_init=0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -354,7 +361,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(dim)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc = nn.Linear(dim, num_classes) if num_classes else nn.Identity()  # 0: pooled features
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.norm(x.mean(dim=(2, 3)))
@@ -496,8 +503,30 @@ def init_topformer_weights(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def init_mmseg_head(head: nn.Module) -> None:
+    """How mmseg initialises a decode head (the official backbone's ``init_weights`` does not reach it): the last
+    conv (``conv_seg``, our ``classifier``) ~ N(0, 0.01) with bias 0 (``BaseDecodeHead``'s ``init_cfg``); every other
+    conv is a ``ConvModule``: Kaiming normal (fan_out, ReLU), BN weight 1 and bias 0.
+    """
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            if m is head.classifier:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class _TopFormerTrunk(nn.Module):
-    """Token pyramid -> pooled stack -> semantics extractor, shared by the segmentation and classification models."""
+    """Token pyramid -> pooled stack -> semantics extractor, shared by the segmentation and classification models.
+
+    Its parts are submodules a reader can call one by one: ``token_pyramid(x)`` gives the four tokens,
+    ``pool(tokens)`` the stacked grid, ``extractor(grid)`` the global semantics split per scale.
+    """
 
     def __init__(self, config: TopFormerConfig, in_chans: int, drop_path_rate: float) -> None:
         super().__init__()
@@ -514,25 +543,33 @@ class _TopFormerTrunk(nn.Module):
             config.attn_ratio, drop_path_rate, in_chs=in_chs,
         )
 
-    def forward_tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The token pyramid: four maps at output strides 4, 8, 16, 32."""
-        check_image_batch(x, self.in_chans)
-        return self.token_pyramid(x)
+    def init_weights(self) -> None:
+        """The official initialisation as the official configs run it: :func:`init_topformer_weights` (convs
+        N(0, sqrt(2 / fan_out)), BN 1 and 0), except that each attention projection's BN keeps its zero scale.
+        The official ``init_weights`` resets only ``nn.BatchNorm2d`` layers, and the configs build ``SyncBN``, which
+        is not one, so ``Conv2d_BN(bn_weight_init=0)`` survives there: every attention branch starts switched off.
+        """
+        init_topformer_weights(self)
+        for block in self.extractor.blocks:
+            nn.init.zeros_(block.attn.proj[1].bn.weight)
 
-    def forward_semantics(self, tokens: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Pool the chosen tokens (or the last one alone), run the extractor, split: one tensor per extractor scale."""
-        if self.config.extractor_input == "last":
+    def _tokens_and_semantics(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The four tokens (strides 4, 8, 16, 32) and the extractor's semantics (one per extractor scale)."""
+        check_image_batch(x, self.in_chans)
+        tokens = self.token_pyramid(x)
+        if self.config.extractor_input == "last":  # ablation: the 1/32 token alone, widened by a 1x1 conv
             stacked = self.pool([tokens[-1]])
         else:
             stacked = self.pool([t for s, t in zip(TOKEN_STRIDES, tokens) if s in self.config.extractor_scales])
-        return self.extractor(stacked)
+        return tokens, self.extractor(stacked)
 
 
-class TopFormer(_TopFormerTrunk):
-    """TopFormer for semantic segmentation (paper Fig. 2): logits at 1/8 of the input (1/``min(injection_scales)``).
+class TopFormer(_TopFormerTrunk, Segmenter):
+    """TopFormer for semantic segmentation (paper Fig. 2), a :class:`lessons.contract.Segmenter`.
 
     Parts, in order: ``token_pyramid``, ``pool`` (no parameters), ``extractor``, ``injection`` (one SIM per injection
-    scale), ``head``. ``forward_features`` returns the injected maps, ``forward_head`` the logits.
+    scale), ``head``. ``forward_features`` returns the injected maps (``feature_info``: M channels at strides 8, 16,
+    32), ``forward_head`` the logits at 1/8 (``logits_stride``), ``forward`` those logits resized to the input.
     """
 
     def __init__(
@@ -550,101 +587,155 @@ class TopFormer(_TopFormerTrunk):
             self.head = SegmentationHead(config.sim_width, num_classes, config.head_depthwise, drop_rate)
         else:
             self.head = ConcatHead(config.sim_width, len(config.injection_scales), num_classes, drop_rate)
-        init_topformer_weights(self)
-
-    def injection_inputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(local tokens, global semantics) for every injection scale: what each SIM receives."""
-        tokens = self.forward_tokens(x)
-        semantics = dict(zip(self.config.extractor_scales, self.forward_semantics(tokens)))
-        local = dict(zip(TOKEN_STRIDES, tokens))
-        return [(local[s], semantics[s]) for s in self.config.injection_scales]
+        self.feature_info = [
+            FeatureInfo(config.sim_width, s, f"injection.{i}") for i, s in enumerate(config.injection_scales)
+        ]
+        self.logits_stride = min(config.injection_scales)
+        self.init_weights()
+        init_mmseg_head(self.head)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The injected maps, finest first (Tiny at 512x512: [B, 128, 64, 64], [B, 128, 32, 32], [B, 128, 16, 16])."""
-        return self.injection(self.injection_inputs(x))
+        tokens, semantics = self._tokens_and_semantics(x)
+        local = dict(zip(TOKEN_STRIDES, tokens))
+        glob = dict(zip(self.config.extractor_scales, semantics))
+        return self.injection([(local[s], glob[s]) for s in self.config.injection_scales])
 
     def forward_head(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
+class TopFormerClassifier(_TopFormerTrunk, ImageClassifier):
+    """TopFormer for ImageNet (the paper's ImageNet pretraining), a :class:`lessons.contract.ImageClassifier`: the
+    same trunk, then pool + BN + linear on the global semantics (``classifier_path = "head.fc"``).
 
-class TopFormerClassifier(_TopFormerTrunk):
-    """TopFormer for ImageNet (the paper's ImageNet experiments): the same trunk, then pool + BN + linear on the
-    global semantics.
-
-    At 224x224 the tokens are pooled to the 1/32 grid (7x7) rather than 1/64 (official ImageNet configs as ported
-    by PaddleViT: ``C2T_STRIDE: 1``); there is no injection and no segmentation head.
+    At 224x224 the tokens are pooled to the 1/32 grid (7x7) rather than 1/64 (the ImageNet configs of PaddleViT's
+    port of the official weights: ``C2T_STRIDE: 1``); there is no injection and no segmentation head.
+    ``forward_intermediates`` returns the four tokens and then the semantics ``forward_features`` returns.
     """
+
+    classifier_path = "head.fc"
 
     def __init__(self, config: TopFormerConfig, num_classes: int = 1000, in_chans: int = 3,
                  drop_path_rate: float = 0.1) -> None:
-        check_count("num_classes", num_classes)
+        check_count("num_classes", num_classes, minimum=0, note=" (0 = no classifier, pooled features)")
         super().__init__(config, in_chans, drop_path_rate)
         self.num_classes = num_classes
+        self.num_features = config.embed_dim
+        # The trunk is initialised before the head exists, so that its random weights do not depend on num_classes
+        # (a Linear draws random numbers when it is built; num_classes=0 builds none).
+        self.init_weights()
         self.head = ClassifierHead(config.embed_dim, num_classes)
-        init_topformer_weights(self)
+        init_topformer_weights(self.head)  # BN 1 and 0, Linear ~ N(0, 0.01)
+        self.feature_info = [
+            FeatureInfo(c, s, f"token_pyramid.blocks.{row}")
+            for c, s, row in zip(config.token_channels, TOKEN_STRIDES, config.token_rows)
+        ] + [FeatureInfo(config.embed_dim, config.pool_stride, "extractor")]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The global semantics of every scale, stacked again: [B, embed_dim, h, w]."""
-        return torch.cat(self.forward_semantics(self.forward_tokens(x)), dim=1)
+        return torch.cat(self._tokens_and_semantics(x)[1], dim=1)
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tokens at strides 4, 8, 16, 32, then the stacked semantics (stride ``pool_stride``)."""
+        tokens, semantics = self._tokens_and_semantics(x)
+        return [*tokens, torch.cat(semantics, dim=1)]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # --------------------------------------------------------------------------------------------------------------------
-# Counting FLOPs the way the official repository did (mmcv's get_flops)
+# The authors' checkpoints (hustvl/TopFormer): a checkpoint filter from their names to ours
 # --------------------------------------------------------------------------------------------------------------------
 
-MMCV_RULES = MmcvRules(
-    exact_types=False,  # isinstance: SyncBatchNorm and any BatchNorm subclass count as BatchNorm
-    kinds=("conv", "batchnorm", "relu", "pool", "linear"),  # TopFormer/SeaFormer have no LayerNorm or Upsample module
-    extra_types={
-        "batchnorm": (nn.modules.batchnorm._BatchNorm,),
-        # The official h_sigmoid is an nn.ReLU6 module, which mmcv counts: our HardSigmoid module stands in for it.
-        "relu": (nn.PReLU, nn.ELU, HardSigmoid),
-        "pool": (nn.AdaptiveMaxPool2d,),
-    },
-)
-"""How this book reconstructs the official ``tools/get_flops.py`` (mmcv's ``get_model_complexity_info``) for
-TopFormer and SeaFormer: pass it to :func:`lessons.measure.count_mmcv_flops` or
-:func:`lessons.measure.mmcv_flops_by_part`.
-A conv counts its multiply-adds plus one per output for a bias, a BatchNorm its elements twice, ReLU-type
-activations (the hard-sigmoid included) and pooling modules one per element, a Linear its multiply-adds; the
-functional attention matmuls, ``adaptive_avg_pool2d`` and ``interpolate`` count 0."""
+
+def _pyramid_rules(config: TopFormerConfig, official: str) -> list[tuple[str, str]]:
+    """Rules for the official ``TokenPyramidModule`` under the prefix ``official`` (``backbone.tpm`` or ``tpm``).
+
+    The official ``InvertedResidual`` is one ``nn.Sequential`` named ``conv``: [expand 1x1, act, depthwise, act,
+    project 1x1] when its expansion t is not 1, [depthwise, act, project] when it is (row 1). So the index of a conv
+    says its role only together with the row's t, which the config knows; every ``Conv2d_BN`` names its conv ``c``.
+    """
+    p = re.escape(official)
+    rules = [(rf"{p}\.stem\.0\.c\.(weight)", r"token_pyramid.stem.conv.\1"),
+             (rf"{p}\.stem\.0\.bn\.(\w+)", r"token_pyramid.stem.bn.\1")]
+    for i, (_, expand, _, _) in enumerate(config.rows):
+        roles = ("depthwise", "project") if expand == 1 else ("expand", "depthwise", "project")
+        for position, role in zip(range(0, 2 * len(roles), 2), roles):  # odd positions are the activations
+            theirs, ours = rf"{p}\.layer{i + 1}\.conv\.{position}", f"token_pyramid.blocks.{i}.{role}"
+            rules += [(rf"{theirs}\.c\.(weight)", rf"{ours}.conv.\1"), (rf"{theirs}\.bn\.(\w+)", rf"{ours}.bn.\1")]
+    return rules
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The paper's ablation study as named config overrides of one model
-# --------------------------------------------------------------------------------------------------------------------
+def _extractor_rules(official: str) -> list[tuple[str, str]]:
+    """Rules for the official ``BasicLayer`` (``trans``): our block layout, with ``Conv2d_BN``'s ``c`` -> ``conv``."""
+    p = re.escape(official) + r"\.transformer_blocks\.(\d+)"
+    return [
+        (rf"{p}\.attn\.(to_q|to_k|to_v|proj\.1)\.c\.(weight)", r"extractor.blocks.\1.attn.\2.conv.\3"),
+        (rf"{p}\.attn\.(to_q|to_k|to_v|proj\.1)\.bn\.(\w+)", r"extractor.blocks.\1.attn.\2.bn.\3"),
+        (rf"{p}\.mlp\.(fc1|fc2)\.c\.(weight)", r"extractor.blocks.\1.mlp.\2.conv.\3"),
+        (rf"{p}\.mlp\.(fc1|fc2)\.bn\.(\w+)", r"extractor.blocks.\1.mlp.\2.bn.\3"),
+        (rf"{p}\.mlp\.dwconv\.(weight|bias)", r"extractor.blocks.\1.mlp.dwconv.\2"),
+    ]
 
-ABLATIONS: dict[str, dict[str, dict]] = {
-    # Tokens fed to the extractor: stacked pyramid subsets, or the last token alone widened by a 1x1 conv.
-    # Injection stays on the scales the extractor produces semantics for (1/4 is never injected, as officially).
-    "tokens": {
-        "stack {1/4,1/8,1/16,1/32}": {},
-        "stack {1/8,1/16,1/32}": dict(extractor_scales=(8, 16, 32)),
-        "stack {1/16,1/32}": dict(extractor_scales=(16, 32), injection_scales=(16, 32)),
-        "last 1/32 + 1x1 conv": dict(extractor_input="last"),
-    },
-    "injection": {
-        "SigmoidAttn": dict(injection="sigmoid_attn"),
-        "SemInfo": dict(injection="sem_info"),
-        "SigmoidAttn + SemInfo": {},
-    },
-    "head": {
-        "Sum head (= SemInfo only)": dict(injection="sem_info"),
-        "Concat head": dict(head="concat"),
-        "our head (sum of SIM outputs)": {},
-    },
-    "sim_width": {f"M={m}": dict(sim_width=m) for m in (256, 192, 128)},
-    "pool_stride": {f"s{s}": dict(pool_stride=s) for s in (32, 64, 128)},
-}
+
+# Official InjectionMultiSum branch -> ours: local_embedding is BN(Conv(x_local)); global_act is the branch that goes
+# through h_sigmoid (the gate); global_embedding is the semantics added after the product.
+_SIM_ROLES = {"local_embedding": "local_embed", "global_act": "gate_embed", "global_embedding": "global_embed"}
+
+
+def _official_name(model: nn.Module) -> str:
+    info = getattr(model, "info", None)
+    return f"{info.name} ({info.official})" if info is not None else f"TopFormer-{model.config.name}"
+
+
+@register_official_converter(TopFormer, TopFormerClassifier)
+def convert_official_topformer(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """hustvl/TopFormer checkpoints -> this book's names (a "checkpoint filter").
+
+    - :class:`TopFormer`: the mmseg ADE20K checkpoints of the README (``backbone.tpm``, ``backbone.trans``,
+      ``backbone.SIM.{1,2,3}``, ``decode_head.linear_fuse`` / ``conv_seg``). The official ``SIM`` list has one slot
+      per token scale (slot 0, the 1/4 scale, is an empty ``nn.Identity``), ours one per injection scale.
+    - :class:`TopFormerClassifier`: the ImageNet checkpoints ``topformer-{T,S,B}-224-*.pth`` the README links
+      (``tpm``, ``trans``, ``head.bn`` (BatchNorm1d), ``head.l`` (Linear)); the authors did not release the
+      classification code, so this layout is the one PaddleViT's conversion script loads them into strictly.
+
+    Keys are renamed by role (rules built from the variant's config); nothing changes layout. A checkpoint of the other
+    task, of another variant or of another family raises ``ValueError``.
+    """
+    config = model.config
+    expected = _official_name(model)
+    is_segmentation = any(k.startswith(("backbone.", "decode_head.")) for k in state_dict)
+    if isinstance(model, TopFormerClassifier):
+        if is_segmentation:
+            raise ValueError(
+                f"this is an mmseg segmentation checkpoint (keys 'backbone.*', 'decode_head.*'); {expected} expects "
+                "the ImageNet classifier checkpoint (keys 'tpm.*', 'trans.*', 'head.*'). Load it into the "
+                f"segmenter {model.info.name.removesuffix('_cls') if hasattr(model, 'info') else 'topformer_*'}."
+            )
+        rules = _pyramid_rules(config, "tpm") + _extractor_rules("trans") + [
+            (r"head\.bn\.(\w+)", r"head.norm.\1"),
+            (r"head\.l\.(weight|bias)", r"head.fc.\1"),
+        ]
+        return rename_by_rules(state_dict, rules, expected)
+    if not is_segmentation and any(k.startswith("tpm.") for k in state_dict):
+        raise ValueError(
+            f"this is the ImageNet classifier checkpoint (keys 'tpm.*', 'head.l.*'), not a segmentation one; "
+            f"{expected} expects an mmseg checkpoint ('backbone.*', 'decode_head.*'). Load it into the '_cls' model; "
+            "to start segmentation training from it, as the official init_cfg does, copy the trunk: "
+            "seg.token_pyramid.load_state_dict(cls.token_pyramid.state_dict()) and the same for extractor."
+        )
+    sim_slot = {TOKEN_STRIDES.index(s): i for i, s in enumerate(config.injection_scales)}
+    sim_rules = [
+        (rf"backbone\.SIM\.{slot}\.{theirs}\.(conv|bn)\.(\w+)", rf"injection.{ours_index}.{ours}.\1.\2")
+        for slot, ours_index in sim_slot.items() for theirs, ours in _SIM_ROLES.items()
+    ]
+    rules = _pyramid_rules(config, "backbone.tpm") + _extractor_rules("backbone.trans") + sim_rules + [
+        (r"decode_head\.linear_fuse\.(conv|bn)\.(\w+)", r"head.fuse.\1.\2"),
+        (r"decode_head\.conv_seg\.(weight|bias)", r"head.classifier.\1"),
+    ]
+    return rename_by_rules(state_dict, rules, expected)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -674,45 +765,57 @@ def _create_cls(variant: str, **kwargs) -> TopFormerClassifier:
     return TopFormerClassifier(replace(TOPFORMER_CONFIGS[variant], **knobs), **kwargs)
 
 
+# Normalisation: ImageNet mean/std for both tasks. mmseg's img_norm_cfg in local_configs/_base_/datasets/ade20k.py
+# is mean [123.675, 116.28, 103.53], std [58.395, 57.12, 57.375] on 0-255 RGB, i.e. the ImageNet values on [0, 1];
+# the classification code is not released, and PaddleViT's port evaluates the weights with ImageNet mean/std.
+# size_divisor 1: the model runs on any size (the official test pipeline's ResizeToMultiple(32) is a choice of the
+# data pipeline, not a need of the network).
 _SEG = dict(
     family="topformer", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
 )
 _CLS = dict(
     family="topformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
+)
+_SEG_CONFIG = "hustvl/TopFormer local_configs/topformer/topformer_{}_512x512_160k_2x8_ade20k.py"
+_CLS_CHECKPOINT = (
+    "hustvl/TopFormer README, ImageNet checkpoint {} (classification code not released; head layout from "
+    "BR-IDL/PaddleViT image_classification/TopFormer)"
 )
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("tiny"))
 def topformer_tiny(**kwargs) -> TopFormer:
-    """TopFormer-Tiny for ADE20K (150 classes): 1.4M parameters, 0.6G FLOPs at 512x512 (official README)."""
+    """TopFormer-Tiny for ADE20K (150 classes)."""
     return _create("tiny", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("small"))
 def topformer_small(**kwargs) -> TopFormer:
-    """TopFormer-Small for ADE20K: 3.1M parameters, 1.2G FLOPs at 512x512 (official README)."""
+    """TopFormer-Small for ADE20K (150 classes)."""
     return _create("small", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("base"))
 def topformer_base(**kwargs) -> TopFormer:
-    """TopFormer-Base for ADE20K: 5.1M parameters, 1.8G FLOPs at 512x512 (official README)."""
+    """TopFormer-Base for ADE20K (150 classes)."""
     return _create("base", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_CHECKPOINT.format("topformer-T-224-66.2.pth"))
 def topformer_tiny_cls(**kwargs) -> TopFormerClassifier:
-    """TopFormer-Tiny for ImageNet-1k at 224x224 (the official pretraining backbone, 66.2% top-1)."""
+    """TopFormer-Tiny for ImageNet-1k at 224x224: the backbone the segmenter is initialised from."""
     return _create_cls("tiny", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_CHECKPOINT.format("topformer-S-224-72.3.pth"))
 def topformer_small_cls(**kwargs) -> TopFormerClassifier:
-    """TopFormer-Small for ImageNet-1k at 224x224 (72.3% top-1 in the checkpoint name)."""
+    """TopFormer-Small for ImageNet-1k at 224x224."""
     return _create_cls("small", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_CHECKPOINT.format("topformer-B-224-75.3.pth"))
 def topformer_base_cls(**kwargs) -> TopFormerClassifier:
-    """TopFormer-Base for ImageNet-1k at 224x224 (75.3% top-1 in the checkpoint name)."""
+    """TopFormer-Base for ImageNet-1k at 224x224."""
     return _create_cls("base", **kwargs)

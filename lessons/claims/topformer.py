@@ -1,30 +1,123 @@
-"""TopFormer's numbers (Zhang et al., CVPR 2022), as claims.
+"""TopFormer's numbers (Zhang et al., CVPR 2022), as claims, with the counting rule and ablation settings they need.
 
 Counting rules. The official README's FLOPs come from mmcv's ``get_model_complexity_info`` (the repository's
 ``tools/get_flops.py``), which hooks modules: it counts conv multiply-adds *plus* one per element for every BatchNorm
 (two: scale and shift), ReLU/ReLU6 and conv bias, and nothing for the functional attention matmuls, pooling and
 interpolation. ``lessons.measure.count_macs`` counts multiply-adds of convolutions and matrix multiplies only. For
 TopFormer the two differ by 4-8%, enough to move Tiny and Small across a rounding boundary, so each FLOPs number is
-claimed twice: once under each rule. :func:`lessons.measure.count_mmcv_flops` with
-:data:`lessons.topformer.MMCV_RULES` reimplements mmcv's rule.
+claimed twice: once under each rule. :data:`MMCV_RULES` (with :func:`lessons.measure.count_mmcv_flops`, or
+:data:`MMCV_FLOPS` as a ``model_count`` counter) reimplements mmcv's rule.
+
+:data:`ABLATIONS` holds the paper's ablation study as named config overrides of one model.
 """
 
 from __future__ import annotations
 
 import functools
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 
-from ..measure import MmcvFlopCounter, count_params, flops_by_part, mmcv_flops_by_part, params_by_part
-from ..registry import create_model
-from ..topformer import MMCV_RULES
-from .core import Claim, params_claim, register_claims, rounding_tolerance
+from ..layers import HardSigmoid
+from ..measure import (
+    MmcvRules,
+    count_mmcv_flops,
+    flops_by_part,
+    meta_model,
+    mmcv_flops_by_part,
+    model_count,
+    model_params,
+    params_by_part,
+)
+from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "topformer"
 README = "TopFormer README (ADE20K table) / paper Table 1"
 PADDLEVIT = "PaddleViT TopFormer README (port of the official ImageNet weights), 224x224"
 SEED = "paper, ablation study: 'Parameters and latency' (seed 000 §4.1)"
+
+# --------------------------------------------------------------------------------------------------------------------
+# Counting FLOPs the way the official repository did (mmcv's get_flops)
+# --------------------------------------------------------------------------------------------------------------------
+
+MMCV_RULES = MmcvRules(
+    exact_types=False,  # isinstance: SyncBatchNorm and any BatchNorm subclass count as BatchNorm
+    kinds=("conv", "batchnorm", "relu", "pool", "linear"),  # TopFormer/SeaFormer have no LayerNorm or Upsample module
+    extra_types={
+        "batchnorm": (nn.modules.batchnorm._BatchNorm,),
+        # The official h_sigmoid is an nn.ReLU6 module, which mmcv counts: our HardSigmoid module stands in for it.
+        "relu": (nn.PReLU, nn.ELU, HardSigmoid),
+        "pool": (nn.AdaptiveMaxPool2d,),
+    },
+)
+"""How this book reconstructs the official ``tools/get_flops.py`` (mmcv's ``get_model_complexity_info``) for
+TopFormer and SeaFormer: pass it to :func:`lessons.measure.count_mmcv_flops` or
+:func:`lessons.measure.mmcv_flops_by_part`.
+A conv counts its multiply-adds plus one per output for a bias, a BatchNorm its elements twice, ReLU-type
+activations (the hard-sigmoid included) and pooling modules one per element, a Linear its multiply-adds; the
+functional attention matmuls, ``adaptive_avg_pool2d`` and ``interpolate`` count 0."""
+
+MMCV_FLOPS = functools.partial(count_mmcv_flops, rules=MMCV_RULES)
+"""``model_count(name, size, counter=MMCV_FLOPS)``: FLOPs by mmcv's rule (one constant, so the cache is shared)."""
+
+
+def costs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> tuple[int, int, int]:
+    """(parameters, exact FLOPs = 2 x multiply-adds, mmcv-rule FLOPs) of registered model ``name`` built with
+    ``frozen_kwargs`` (``(key, value)`` pairs): the cached :mod:`lessons.measure` helpers, gathered for callers that
+    want all three (SeaFormer's claims)."""
+    kwargs = dict(frozen_kwargs)
+    return (
+        model_params(name, **kwargs),
+        2 * model_count(name, input_size, **kwargs),
+        model_count(name, input_size, counter=MMCV_FLOPS, **kwargs),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def part_shares(name: str, input_size: tuple[int, ...] = (3, 512, 512)) -> dict[str, dict[str, float]]:
+    """Percent of parameters, exact FLOPs and mmcv-rule FLOPs in each part of model ``name``."""
+    model = meta_model(name)
+
+    def percent(parts: dict[str, int]) -> dict[str, float]:
+        total = sum(parts.values())
+        return {k: 100.0 * v / total for k, v in parts.items()}
+
+    return {
+        "params": percent(params_by_part(model)),
+        "flops_exact": percent(flops_by_part(model, input_size)),
+        "flops_mmcv": percent(mmcv_flops_by_part(model, input_size, rules=MMCV_RULES)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The paper's ablation study as named config overrides of one model (lessons.topformer.TopFormerConfig's knobs)
+# --------------------------------------------------------------------------------------------------------------------
+
+ABLATIONS: dict[str, dict[str, dict]] = {
+    # Tokens fed to the extractor: stacked pyramid subsets, or the last token alone widened by a 1x1 conv.
+    # Injection stays on the scales the extractor produces semantics for (1/4 is never injected, as officially).
+    "tokens": {
+        "stack {1/4,1/8,1/16,1/32}": {},
+        "stack {1/8,1/16,1/32}": dict(extractor_scales=(8, 16, 32)),
+        "stack {1/16,1/32}": dict(extractor_scales=(16, 32), injection_scales=(16, 32)),
+        "last 1/32 + 1x1 conv": dict(extractor_input="last"),
+    },
+    "injection": {
+        "SigmoidAttn": dict(injection="sigmoid_attn"),
+        "SemInfo": dict(injection="sem_info"),
+        "SigmoidAttn + SemInfo": {},
+    },
+    "head": {
+        "Sum head (= SemInfo only)": dict(injection="sem_info"),
+        "Concat head": dict(head="concat"),
+        "our head (sum of SIM outputs)": {},
+    },
+    "sim_width": {f"M={m}": dict(sim_width=m) for m in (256, 192, 128)},
+    "pool_stride": {f"s{s}": dict(pool_stride=s) for s in (32, 64, 128)},
+}
+
+# --------------------------------------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------------------------------------
 
 EXACT_RULE = (
     "counted exactly (conv + matmul multiply-adds only); the README used mmcv's get_flops, which also counts every "
@@ -42,58 +135,12 @@ TINY_448 = (
 )
 
 
-@functools.lru_cache(maxsize=None)
-def costs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> tuple[int, int, int]:
-    """(parameters, exact FLOPs, mmcv-rule FLOPs) of registered model ``name`` built with ``frozen_kwargs``.
-
-    One model on the meta device, one forward pass seen by both counters: ``FlopCounterMode`` (exact, 2 per
-    multiply-add, as ``lessons.measure.count_flops``) and :class:`lessons.measure.MmcvFlopCounter` with
-    :data:`lessons.topformer.MMCV_RULES`.
-    """
-    with torch.device("meta"):
-        model = create_model(name, **dict(frozen_kwargs)).eval()
-    exact = FlopCounterMode(display=False)
-    with MmcvFlopCounter(model, MMCV_RULES) as mmcv, exact, torch.no_grad():
-        model(torch.empty((1, *input_size), device="meta"))
-    return count_params(model), int(exact.get_total_flops()), mmcv.total()
-
-
-def mmcv_flops(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> int:
-    """FLOPs of registered model ``name`` under mmcv's rule (module hooks; see ``lessons.topformer.MMCV_RULES``)."""
-    return costs(name, tuple(input_size), frozen_kwargs)[2]
-
-
-def exact_macs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> int:
-    """Multiply-adds of convolutions and matrix products (``lessons.measure.count_macs``) of model ``name``."""
-    return costs(name, tuple(input_size), frozen_kwargs)[1] // 2
-
-
-@functools.lru_cache(maxsize=None)
-def part_shares(name: str, input_size: tuple[int, ...] = (3, 512, 512)) -> dict[str, dict[str, float]]:
-    """Percent of parameters, exact FLOPs and mmcv-rule FLOPs in each part of model ``name``."""
-    with torch.device("meta"):
-        model = create_model(name)
-
-    def percent(parts: dict[str, int]) -> dict[str, float]:
-        total = sum(parts.values())
-        return {k: 100.0 * v / total for k, v in parts.items()}
-
-    return {
-        "params": percent(params_by_part(model)),
-        "flops_exact": percent(flops_by_part(model, input_size)),
-        "flops_mmcv": percent(mmcv_flops_by_part(model, input_size, rules=MMCV_RULES)),
-    }
-
-
 def exact_claim(
     id: str, source: str, what: str, paper: float, model: str, input_size: tuple[int, ...], decimals: int = 1,
     discrepancy: str | None = None,
 ) -> Claim:
     """A README FLOPs number checked against this book's exact multiply-add count, in G."""
-    return Claim(
-        id, FAMILY, source, what, paper, "G", rounding_tolerance(decimals),
-        lambda: exact_macs(model, tuple(input_size)) / 1e9, discrepancy,
-    )
+    return macs_claim(id, FAMILY, source, what, paper, model, input_size, decimals=decimals, discrepancy=discrepancy)
 
 
 def mmcv_claim(
@@ -101,9 +148,9 @@ def mmcv_claim(
     discrepancy: str | None = None,
 ) -> Claim:
     """A README FLOPs number checked under the counting rule the README used (mmcv's get_flops), in G."""
-    return Claim(
-        id, FAMILY, source, what, paper, "G", rounding_tolerance(decimals),
-        lambda: mmcv_flops(model, tuple(input_size)) / 1e9, discrepancy,
+    return macs_claim(
+        id, FAMILY, source, what, paper, model, input_size, decimals=decimals, discrepancy=discrepancy,
+        counter=MMCV_FLOPS,
     )
 
 
