@@ -31,8 +31,11 @@ StateDict = dict[str, torch.Tensor]
 Converter = Callable[[StateDict, nn.Module], StateDict]
 CheckpointSource = str | PathLike | Mapping
 
-# Where training scripts nest the weights (mmseg/mmcv: state_dict; DeiT/timm train scripts: model, model_ema).
-_NESTED_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "module")
+# Where training scripts nest the weights (mmseg/mmcv: state_dict; DeiT/timm train scripts: model, model_ema). The
+# averaged (EMA) weights come first when a file has both, as timm's load_checkpoint(use_ema=True) does: TopFormer's
+# ImageNet files report the accuracy of their state_dict_ema.
+_EMA_KEYS = ("state_dict_ema", "model_ema")
+_NESTED_KEYS = ("state_dict", "model", "module")
 
 _CONVERTERS: dict[type, Converter] = {}
 
@@ -106,9 +109,10 @@ def _as_tensor(key: str, value: object) -> torch.Tensor:
     raise TypeError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor or array")
 
 
-def read_checkpoint(source: CheckpointSource) -> StateDict:
+def read_checkpoint(source: CheckpointSource, use_ema: bool = True) -> StateDict:
     """The state dict in ``source``: a path (``.pdparams`` or a PyTorch file) or an already loaded mapping, with
-    the weights taken out of the ``state_dict``/``model`` entry that training scripts wrap them in."""
+    the weights taken out of the ``state_dict``/``model`` entry that training scripts wrap them in (the averaged
+    ``state_dict_ema``/``model_ema`` first when the file has them and ``use_ema``)."""
     if isinstance(source, Mapping):
         data: Mapping = source
     elif isinstance(source, (str, PathLike)):
@@ -118,7 +122,7 @@ def read_checkpoint(source: CheckpointSource) -> StateDict:
         data = read_pdparams(path) if path.suffix == ".pdparams" else read_torch_checkpoint(path)
     else:
         raise TypeError(f"checkpoint must be a file path or a state dict, got {type(source).__name__}")
-    for key in _NESTED_KEYS:
+    for key in (_EMA_KEYS if use_ema else ()) + _NESTED_KEYS:
         if key in data and isinstance(data[key], Mapping):
             data = data[key]
             break
@@ -209,14 +213,15 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     raise ValueError("\n".join(lines))
 
 
-def load_official(model: nn.Module, checkpoint: CheckpointSource) -> nn.Module:
+def load_official(model: nn.Module, checkpoint: CheckpointSource, use_ema: bool = True) -> nn.Module:
     """Load the authors' checkpoint (a path or a loaded state dict) into ``model``, strictly; returns ``model``.
 
-    The family's converter renames the official keys to ours (and transposes Paddle's ``[in, out]`` linear weights);
+    The family's converter renames the official keys to ours (and converts layouts where the official code's differ);
     a checkpoint that does not fit raises ``ValueError`` naming what was missing, unexpected or of another shape.
+    ``use_ema``: take the averaged weights when the file has both (TopFormer's ImageNet files).
     """
     converter = official_converter(model)
-    state_dict = converter(read_checkpoint(checkpoint), model)
+    state_dict = converter(read_checkpoint(checkpoint, use_ema), model)
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     return model

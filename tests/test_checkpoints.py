@@ -133,3 +133,10 @@ def test_load_official_uses_the_converter_registered_for_the_model_class(monkeyp
     assert torch.equal(model.fc.weight, official["classifier.weight"])
     with pytest.raises(TypeError, match="no official checkpoint converter for Linear; models with one: ToyNet"):
         checkpoints.load_official(nn.Linear(3, 2), official)
+
+
+def test_averaged_weights_come_first_unless_asked_otherwise() -> None:
+    plain, averaged = small_state(), {k: v + 1 for k, v in small_state().items()}
+    wrapped = {"state_dict": plain, "state_dict_ema": averaged}
+    assert torch.equal(read_checkpoint(wrapped)["a.bias"], averaged["a.bias"])
+    assert torch.equal(read_checkpoint(wrapped, use_ema=False)["a.bias"], plain["a.bias"])

@@ -247,7 +247,7 @@ def test_mmcv_rule_counts_bias_norm_activation_and_upsample_elements() -> None:
 
 def test_topformer_rules_match_subclasses_and_skip_upsample_and_layernorm() -> None:
     from lessons.layers import HardSigmoid
-    from lessons.topformer import MMCV_RULES as TOPFORMER
+    from lessons.claims.topformer import MMCV_RULES as TOPFORMER
 
     positions = 8 * 8
     expected = 3 * 3 * 3 * 8 * positions + 8 * positions + 2 * 8 * positions + 8 * positions  # conv+bias, BN, ReLU
