@@ -155,7 +155,7 @@ def test_fusion_block_multiplies_local_by_upsampled_hard_sigmoid_of_global():
 ])
 def test_backbone_gives_detail_at_one_eighth_and_transformer_outputs_at_the_last_strides(name, expected):
     model = meta_model(name)
-    feats = model.forward_pyramid(torch.empty(1, 3, 512, 512, device="meta"))
+    feats = model.forward_intermediates(torch.empty(1, 3, 512, 512, device="meta"))
     assert [(f.shape[1], f.shape[2]) for f in feats] == expected
     assert all(f.shape[2] == f.shape[3] for f in feats)
 
