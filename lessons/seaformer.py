@@ -16,6 +16,7 @@ the coarse, global maps. Configurations follow the official code (fudan-zvg/SeaF
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier, Segmenter
 from .layers import (
     ActLayer, BNTransformerBlock, ConvBN, ConvNormAct, HardSigmoid, check_count, check_image_batch, drop_path_rates,
@@ -557,6 +559,108 @@ def create_seaformer_seg(variant: str, **kwargs) -> SeaFormerSeg:
 def create_seaformer_cls(variant: str, **kwargs) -> SeaFormer:
     """SeaFormer-``variant`` for ImageNet classification."""
     return SeaFormer(_config(variant), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (fudan-zvg/SeaFormer): mmseg segmentation checkpoints and seaformer-cls ImageNet ones
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _conv_bn_rules(official: str, ours: str, conv: str = "c") -> list[tuple[str, str]]:
+    """Rules for one conv + BN pair: the official ``Conv2d_BN`` names its conv ``c`` (mmcv's ``ConvModule``:
+    ``conv``), ours is ``conv``; the BN keeps its entries (weight, bias, running statistics)."""
+    official = re.escape(official)
+    return [
+        (rf"{official}\.{conv}\.weight", f"{ours}.conv.weight"),
+        (rf"{official}\.bn\.(weight|bias|running_mean|running_var|num_batches_tracked)", rf"{ours}.bn.\1"),
+    ]
+
+
+# Sea_Attention / Block / Mlp name -> ours, inside one transformer block (official seaformer.py, both repos alike)
+_SEA_BLOCK_CONV_BN = {
+    "attn.to_q": "attn.to_q", "attn.to_k": "attn.to_k", "attn.to_v": "attn.to_v",
+    "attn.dwconv": "attn.detail_dw", "attn.pwconv": "attn.detail_pw",  # the detail-enhancement branch
+    "attn.proj_encode_row.1": "attn.proj_row.1", "attn.proj_encode_column.1": "attn.proj_col.1",
+    "attn.proj.1": "attn.proj.1",
+    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+}
+_SEA_BLOCK_POS_EMBED = {
+    "pos_emb_rowq": "pos_embed_row_q", "pos_emb_rowk": "pos_embed_row_k",
+    "pos_emb_columnq": "pos_embed_col_q", "pos_emb_columnk": "pos_embed_col_k",
+}
+
+
+def seaformer_backbone_rules(backbone: SeaFormer, official: str = "", ours: str = "") -> list[tuple[str, str]]:
+    """Renaming rules from the official ``SeaFormer`` backbone's keys (prefix ``official``) to ``backbone``'s
+    (prefix ``ours``), built from ``backbone``'s own configuration, one literal rule per tensor role.
+
+    Official layout: ``smb{i}`` is MobileNetV2 stage i (1-based; ``smb1.stem_block.0`` is the stem), its rows are
+    ``layer{j}`` with an ``nn.Sequential`` ``conv`` of [expand, act, depthwise, act, project] (indices 0, 2, 4), or
+    [depthwise, act, project] (0, 2) when the row's expansion is 1; ``trans{i}.transformer_blocks.{j}`` are the SEA
+    blocks. Which index is which conv is read from *our* block (does it have an expansion conv?), so a checkpoint of
+    a variant with other expansions fails on a name, not later on a shape.
+    """
+    rules = _conv_bn_rules(f"{official}smb1.stem_block.0", f"{ours}stem")
+    for i, stage in enumerate(backbone.stages):
+        for j, block in enumerate(stage):
+            roles = ("expand", "depthwise", "project") if isinstance(block.expand, ConvNormAct) else (
+                "depthwise", "project")
+            for index, role in zip((0, 2, 4), roles):
+                rules += _conv_bn_rules(f"{official}smb{i + 1}.layer{j + 1}.conv.{index}", f"{ours}stages.{i}.{j}.{role}")
+    for i, stack in enumerate(backbone.transformers):
+        for j in range(len(stack)):
+            theirs, mine = f"{official}trans{i + 1}.transformer_blocks.{j}", f"{ours}transformers.{i}.{j}"
+            for name, our_name in _SEA_BLOCK_CONV_BN.items():
+                rules += _conv_bn_rules(f"{theirs}.{name}", f"{mine}.{our_name}")
+            for name, our_name in _SEA_BLOCK_POS_EMBED.items():
+                rules.append((re.escape(f"{theirs}.attn.{name}.pos_embed"), f"{mine}.attn.{our_name}.pos_embed"))
+            rules.append((rf"{re.escape(theirs)}\.mlp\.dwconv\.(weight|bias)", rf"{mine}.mlp.dwconv.\1"))
+    return rules
+
+
+def _official_name(model: nn.Module) -> str:
+    info = getattr(model, "info", None)
+    return f"{info.name} ({info.official})" if info is not None and info.official else f"SeaFormer-{model.config.name}"
+
+
+@register_official_converter(SeaFormerSeg)
+def convert_seaformer_seg_checkpoint(state_dict: dict[str, torch.Tensor], model: SeaFormerSeg) -> dict:
+    """An official seaformer-seg (mmseg) checkpoint -> ``model``'s state dict.
+
+    mmseg wraps the model as ``EncoderDecoder``: ``backbone.*`` is the SeaFormer backbone, ``decode_head.*`` the
+    LightHead, whose ``fuse{i}`` (1-based) are our ``head.fusions.{i-1}`` (``local_embedding`` is the detail map's
+    1x1 ConvModule, ``global_act`` the gate's), ``linear_fuse`` the depthwise 1x1 ConvModule and ``conv_seg`` the
+    classifier. Only names change; every tensor keeps its layout.
+    """
+    if any(key.startswith(("smb1.", "linear.")) for key in state_dict):
+        raise ValueError(
+            "this is an ImageNet (seaformer-cls) checkpoint: load it into a classifier such as "
+            f"seaformer_{model.config.name}_cls, not into a segmentation model"
+        )
+    rules = seaformer_backbone_rules(model.backbone, "backbone.", "backbone.")
+    for i in range(len(model.head.fusions)):
+        for branch in ("local_embedding", "global_act"):
+            rules += _conv_bn_rules(f"decode_head.fuse{i + 1}.{branch}", f"head.fusions.{i}.{branch}", conv="conv")
+    rules += _conv_bn_rules("decode_head.linear_fuse", "head.linear_fuse", conv="conv")
+    rules.append((r"decode_head\.conv_seg\.(weight|bias)", r"head.classifier.\1"))
+    return rename_by_rules(state_dict, rules, _official_name(model))
+
+
+@register_official_converter(SeaFormer)
+def convert_seaformer_cls_checkpoint(state_dict: dict[str, torch.Tensor], model: SeaFormer) -> dict:
+    """An official seaformer-cls (timm) ImageNet checkpoint -> ``model``'s state dict.
+
+    The classifier is the same backbone with no prefix (``smb*``, ``trans*``) plus ``linear`` (our ``fc``); the
+    pooling has no parameters. Only names change.
+    """
+    if any(key.startswith(("backbone.", "decode_head.")) for key in state_dict):
+        raise ValueError(
+            "this is a segmentation (seaformer-seg, mmseg) checkpoint: load it into a segmentation model such as "
+            f"seaformer_{model.config.name}, not into an ImageNet classifier"
+        )
+    rules = seaformer_backbone_rules(model, "", "")
+    rules.append((r"linear\.(weight|bias)", r"fc.\1"))
+    return rename_by_rules(state_dict, rules, _official_name(model))
 
 
 # --------------------------------------------------------------------------------------------------------------------
