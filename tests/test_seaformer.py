@@ -158,6 +158,8 @@ def test_backbone_gives_detail_at_one_eighth_and_transformer_outputs_at_the_last
     feats = model.forward_intermediates(torch.empty(1, 3, 512, 512, device="meta"))
     assert [(f.shape[1], f.shape[2]) for f in feats] == expected
     assert all(f.shape[2] == f.shape[3] for f in feats)
+    assert [(info.channels, 512 // info.stride) for info in model.feature_info] == expected
+    assert model.feature_info[0].module == "stages.1"  # cfg2's output, the official `if i == 1`
 
 
 def test_every_official_variant_downsamples_64_times():
@@ -176,6 +178,15 @@ def test_classifier_is_average_pool_and_one_linear_layer():
     assert model(torch.empty(2, 3, 224, 224, device="meta")).shape == (2, 1000)
     assert count_params(model) - count_params(model.stages) - count_params(model.transformers) \
         - count_params(model.stem) == 160 * 1000 + 1000
+
+
+def test_light_head_starts_as_mmseg_initialises_a_decode_head():
+    torch.manual_seed(0)
+    head = LightHead((32, 128, 160), (64, 96), 150)
+    assert 0.009 < float(head.classifier.weight.detach().std()) < 0.011 and not head.classifier.bias.any()  # conv_seg N(0, .01)
+    fan_out = 64  # kaiming_normal_ by torch's fan-out (out_chs * k * k) with ReLU gain: std sqrt(2 / 64)
+    assert abs(float(head.fusions[0].global_act.conv.weight.detach().std()) - (2 / fan_out) ** 0.5) < 0.01
+    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in head.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def test_light_head_parameters_follow_the_config():
