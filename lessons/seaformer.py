@@ -603,10 +603,11 @@ def seaformer_backbone_rules(backbone: SeaFormer, official: str = "", ours: str 
     rules = _conv_bn_rules(f"{official}smb1.stem_block.0", f"{ours}stem")
     for i, stage in enumerate(backbone.stages):
         for j, block in enumerate(stage):
-            roles = ("expand", "depthwise", "project") if isinstance(block.expand, ConvNormAct) else (
-                "depthwise", "project")
+            has_expand = isinstance(block.expand, ConvNormAct)
+            roles = ("expand", "depthwise", "project") if has_expand else ("depthwise", "project")
             for index, role in zip((0, 2, 4), roles):
-                rules += _conv_bn_rules(f"{official}smb{i + 1}.layer{j + 1}.conv.{index}", f"{ours}stages.{i}.{j}.{role}")
+                theirs = f"{official}smb{i + 1}.layer{j + 1}.conv.{index}"
+                rules += _conv_bn_rules(theirs, f"{ours}stages.{i}.{j}.{role}")
     for i, stack in enumerate(backbone.transformers):
         for j in range(len(stack)):
             theirs, mine = f"{official}trans{i + 1}.transformer_blocks.{j}", f"{ours}transformers.{i}.{j}"

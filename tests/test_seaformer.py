@@ -183,10 +183,12 @@ def test_classifier_is_average_pool_and_one_linear_layer():
 def test_light_head_starts_as_mmseg_initialises_a_decode_head():
     torch.manual_seed(0)
     head = LightHead((32, 128, 160), (64, 96), 150)
-    assert 0.009 < float(head.classifier.weight.detach().std()) < 0.011 and not head.classifier.bias.any()  # conv_seg N(0, .01)
+    # conv_seg ~ N(0, 0.01), bias 0
+    assert 0.009 < float(head.classifier.weight.detach().std()) < 0.011 and not head.classifier.bias.any()
     fan_out = 64  # kaiming_normal_ by torch's fan-out (out_chs * k * k) with ReLU gain: std sqrt(2 / 64)
     assert abs(float(head.fusions[0].global_act.conv.weight.detach().std()) - (2 / fan_out) ** 0.5) < 0.01
-    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in head.modules() if isinstance(m, nn.BatchNorm2d))
+    norms = [m for m in head.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
 
 
 def test_light_head_parameters_follow_the_config():
@@ -297,8 +299,10 @@ ROLE_PAIRS_TINY = [
      "backbone.transformers.0.0.attn.proj_row.1.bn.weight"),
     ("backbone.trans1.transformer_blocks.0.attn.proj_encode_column.1.bn.weight",
      "backbone.transformers.0.0.attn.proj_col.1.bn.weight"),
-    ("backbone.trans1.transformer_blocks.0.attn.dwconv.c.weight", "backbone.transformers.0.0.attn.detail_dw.conv.weight"),
-    ("backbone.trans1.transformer_blocks.0.attn.pwconv.c.weight", "backbone.transformers.0.0.attn.detail_pw.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.dwconv.c.weight",
+     "backbone.transformers.0.0.attn.detail_dw.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.pwconv.c.weight",
+     "backbone.transformers.0.0.attn.detail_pw.conv.weight"),
     ("backbone.trans1.transformer_blocks.0.mlp.fc1.c.weight", "backbone.transformers.0.0.mlp.fc1.conv.weight"),
     ("backbone.trans1.transformer_blocks.0.mlp.fc2.c.weight", "backbone.transformers.0.0.mlp.fc2.conv.weight"),
     ("backbone.trans1.transformer_blocks.0.mlp.dwconv.weight", "backbone.transformers.0.0.mlp.dwconv.weight"),
