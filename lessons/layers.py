@@ -436,3 +436,100 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int = 1, multipl
             f"input {x.shape[-2]}x{x.shape[-1]}: height and width must be multiples of {multiple_of}, e.g. "
             f"{multiple_of * max(1, x.shape[-2] // multiple_of)}x{multiple_of * max(1, x.shape[-1] // multiple_of)}"
         )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared by TopFormer, SeaFormer and PP-MobileSeg: the official weight init, MobileNet stages built from config rows,
+# and the BatchNorm transformer block (attention + depthwise-conv MLP, each a residual branch with drop path)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def init_mobile_weights(model: nn.Module) -> None:
+    """The official ``init_weights`` of TopFormer and SeaFormer (and PaddleSeg's port of them), line for line.
+
+    Conv weights ~ N(0, sqrt(2 / fan_out)) with fan_out = k*k*out_chs / groups (He init by the output side) and
+    zero bias; BatchNorm weight 1 and bias 0; linear weights ~ N(0, 0.01) and zero bias. It resets *every* BN weight
+    to 1, the zero-initialised projections of :class:`ConvBN` included, as the official code does; trained weights
+    would overwrite it all.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+ConfigRow = Sequence  # one row of an official MobileNet config table, e.g. [k, t, c, s] or [k, exp, c, se, act, s]
+BlockFromRow = Callable[..., nn.Module]  # make_block(in_chs, *row) -> the block that row describes
+
+
+def stack_rows(
+    rows: Sequence[ConfigRow], in_chs: int, make_block: BlockFromRow, channels_column: int = 2,
+) -> list[nn.Module]:
+    """One block per row of an official MobileNet config table, each fed the previous block's output channels.
+
+    MobileNetV2's ``[k, t, c, s]`` rows (TopFormer, SeaFormer) and MobileNetV3's ``[k, exp, c, se, act, s]`` rows
+    (PP-MobileSeg) both keep the output channels in the third column (``channels_column``). The blocks come back as
+    a list, for the caller to hold in an ``nn.Sequential`` or an ``nn.ModuleList``.
+    """
+    blocks = []
+    for row in rows:
+        blocks.append(make_block(in_chs, *row))
+        in_chs = row[channels_column]
+    return blocks
+
+
+def row_stages(
+    stages: Sequence[Sequence[ConfigRow]], in_chs: int, make_block: BlockFromRow, channels_column: int = 2,
+) -> tuple[nn.ModuleList, int]:
+    """One ``nn.Sequential`` of :func:`stack_rows` per stage (SeaFormer's ``cfg1..cfg5``, StrideFormer's stages),
+    and the channels the last stage puts out."""
+    built = nn.ModuleList()
+    for rows in stages:
+        built.append(nn.Sequential(*stack_rows(rows, in_chs, make_block, channels_column)))
+        in_chs = rows[-1][channels_column]
+    return built, in_chs
+
+
+def mobilenetv2_block(
+    in_chs: int, kernel: int, expand: float, out_chs: int, stride: int, act_layer: ActLayer = nn.ReLU,
+) -> InvertedResidual:
+    """The :class:`InvertedResidual` a ``[k, t, c, s]`` row of TopFormer's and SeaFormer's configs describes.
+
+    As their official ``InvertedResidual``: ReLU activations and a hidden width of exactly ``round(in_chs * t)``
+    (not rounded to a multiple of 8).
+    """
+    return InvertedResidual(
+        in_chs, out_chs, stride, expand, kernel, act_layer=act_layer, hidden_chs=int(round(in_chs * expand)),
+    )
+
+
+class BNTransformerBlock(nn.Module):
+    """The transformer block of TopFormer and SeaFormer (official ``Block`` in both): no LayerNorm, a BatchNorm
+    inside every projection instead.
+
+    x = x + DropPath(attn(x)); x = x + DropPath(MLP(x)), with the MLP a :class:`DepthwiseConvMlp`. Only the
+    attention differs between the families (TopFormer's full attention, SeaFormer's squeeze-enhanced axial
+    attention), so it is passed in.
+    """
+
+    def __init__(
+        self, attn: nn.Module, dim: int, mlp_ratio: float = 2.0, act_layer: ActLayer = nn.ReLU6,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.attn = attn
+        self.mlp = DepthwiseConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))

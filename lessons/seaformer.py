@@ -15,7 +15,8 @@ the coarse, global maps. Configurations follow the official code (fudan-zvg/SeaF
 
 from __future__ import annotations
 
-import math
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import register_official_converter, rename_by_rules
+from .contract import FeatureInfo, ImageClassifier, Segmenter
 from .layers import (
-    ActLayer, ConvBN, ConvNormAct, DepthwiseConvMlp, DropPath, HardSigmoid, InvertedResidual, drop_path_rates,
-    check_count, check_image_batch, resize_to,
+    ActLayer, BNTransformerBlock, ConvBN, ConvNormAct, HardSigmoid, check_count, check_image_batch, drop_path_rates,
+    init_mobile_weights, mobilenetv2_block, resize_to, row_stages, stack_rows,
 )
-from .registry import register_model
-from .topformer import init_topformer_weights
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # --------------------------------------------------------------------------------------------------------------------
 # The pieces of SEA attention (the paper's "squeeze-enhanced Axial attention"; official ``Sea_Attention``)
@@ -199,10 +201,11 @@ class SeaAttention(nn.Module):
         return out
 
 
-class SeaFormerBlock(nn.Module):
+class SeaFormerBlock(BNTransformerBlock):
     """One SeaFormer layer (the paper's SeaFormer layer, official ``Block``): x + SEA(x), then x + MLP(x).
 
-    BatchNorm throughout, no LayerNorm. The MLP is TopFormer's (1x1 ConvBN -> DW 3x3 -> ReLU6 -> 1x1 ConvBN), shared in :mod:`lessons.layers`.
+    BatchNorm throughout, no LayerNorm. The residual body and its MLP (1x1 ConvBN -> DW 3x3 -> ReLU6 -> 1x1 ConvBN)
+    are TopFormer's, shared in :class:`lessons.layers.BNTransformerBlock`; only the attention is SeaFormer's.
     """
 
     def __init__(
@@ -216,14 +219,8 @@ class SeaFormerBlock(nn.Module):
         drop_path: float = 0.0,
         attn_stride: int = 1,
     ) -> None:
-        super().__init__()
-        self.attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, act_layer, stride=attn_stride)
-        self.mlp = DepthwiseConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(x))
-        return x + self.drop_path(self.mlp(x))
+        attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, act_layer, stride=attn_stride)
+        super().__init__(attn, dim, mlp_ratio, act_layer, drop_path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -278,9 +275,19 @@ class SeaFormerConfig:
         return tuple(stage[-1][2] for stage in self.stages)
 
     @property
+    def stage_strides(self) -> tuple[int, ...]:
+        """Output stride of each MobileNetV2 stage: the stem's 2 times the strides of every row so far."""
+        strides, stride = [], 2
+        for stage in self.stages:
+            for row in stage:
+                stride *= row[3]
+            strides.append(stride)
+        return tuple(strides)
+
+    @property
     def total_stride(self) -> int:
         """The stride of the coarsest feature map (64 for every official variant)."""
-        return 2 * math.prod(row[3] for stage in self.stages for row in stage)
+        return self.stage_strides[-1]
 
 
 SEAFORMER_CONFIGS: dict[str, SeaFormerConfig] = {
@@ -332,27 +339,13 @@ SEAFORMER_CONFIGS: dict[str, SeaFormerConfig] = {
 }
 
 
-def init_seaformer_weights(model: nn.Module) -> None:
-    """The official ``SeaFormer.init_weights``: conv weights ~ N(0, sqrt(2 / fan_out)), BN weight 1 and bias 0,
-    linear weights ~ N(0, 0.01); line for line the same as TopFormer's, so the book keeps it in one place
-    (:func:`lessons.topformer.init_topformer_weights`). Like the official code it resets every BN weight to 1, the
-    zero-initialised projections included; trained weights would overwrite it all.
-    """
-    init_topformer_weights(model)
+# The official init is TopFormer's line for line (kept once, in lessons.layers); PP-MobileSeg imports this name.
+init_seaformer_weights = init_mobile_weights
 
 
 def mv2_stage(rows: Sequence[MV2Row], in_chs: int, act_layer: ActLayer = nn.ReLU) -> nn.Sequential:
-    """A stack of MobileNetV2 blocks from official ``[k, t, c, s]`` rows (``StackedMV2Block``, ReLU activations).
-
-    The hidden width is ``round(in_chs * t)`` exactly as the official ``InvertedResidual`` computes it.
-    """
-    blocks = []
-    for kernel, expand, out_chs, stride in rows:
-        blocks.append(InvertedResidual(
-            in_chs, out_chs, stride, expand, kernel, act_layer=act_layer, hidden_chs=int(round(in_chs * expand)),
-        ))
-        in_chs = out_chs
-    return nn.Sequential(*blocks)
+    """A stack of MobileNetV2 blocks from official ``[k, t, c, s]`` rows (``StackedMV2Block``, ReLU activations)."""
+    return nn.Sequential(*stack_rows(rows, in_chs, functools.partial(mobilenetv2_block, act_layer=act_layer)))
 
 
 def sea_transformer_stages(
@@ -394,13 +387,16 @@ def run_pyramid(
     return outs
 
 
-class SeaFormer(nn.Module):
+class SeaFormer(ImageClassifier):
     """The SeaFormer backbone, with the official ImageNet classifier (average pool + linear) when ``num_classes``.
 
     stem (3x3 s2 conv, ReLU) -> MobileNetV2 stages cfg1..cfg5 (strides 1/4, 1/8, 1/16, 1/32, 1/64) -> SEA
     transformer stages after the last ``len(depths)`` of them (1/32 and 1/64; Large also 1/16).
-    :meth:`forward_pyramid` returns the head's inputs: [1/8 detail map, output of every transformer stage].
+    :meth:`forward_intermediates` returns what the segmentation head reads (official ``SeaFormer.forward`` of
+    seaformer-seg): [the 1/8 detail map, the output of every transformer stage], described by ``feature_info``.
     """
+
+    classifier_path = "fc"
 
     def __init__(
         self, config: SeaFormerConfig, num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,
@@ -412,33 +408,35 @@ class SeaFormer(nn.Module):
         self.config = config
         self.in_chans = in_chans
         self.num_classes = num_classes
+        self.total_stride = config.total_stride  # the smallest input side the network accepts
         self.stem = ConvNormAct(in_chans, config.stem_channels, 3, stride=2, act_layer=nn.ReLU)
-        stages, in_chs = [], config.stem_channels
-        for rows in config.stages:
-            stages.append(mv2_stage(rows, in_chs))
-            in_chs = rows[-1][2]
-        self.stages = nn.ModuleList(stages)
+        self.stages, self.num_features = row_stages(config.stages, config.stem_channels, mobilenetv2_block)
         self.transformers = sea_transformer_stages(config, act_layer, drop_path_rate)
-        self.num_features = in_chs
-        # seaformer-cls/seaformer.py: AdaptiveAvgPool2d(1) then Linear(channels[-1], classes); nothing in between
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes else nn.Identity()
-        init_seaformer_weights(self)
+        first = len(config.stages) - len(config.depths)
+        strides = config.stage_strides
+        self.feature_info = [
+            FeatureInfo(config.stage_channels[config.detail_stage], strides[config.detail_stage],
+                        f"stages.{config.detail_stage}"),
+            *(FeatureInfo(dim, strides[first + i], f"transformers.{i}") for i, dim in enumerate(config.embed_dims)),
+        ]
+        init_mobile_weights(self)
+        # seaformer-cls/seaformer.py: AdaptiveAvgPool2d(1) then Linear(channels[-1], classes); nothing in between.
+        # Built after the trunk's init, so a seed gives the same trunk with or without a classifier.
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        init_mobile_weights(self.fc)
 
-    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[detail map at 1/8, output of each transformer stage] (official ``SeaFormer.forward``)."""
-        check_image_batch(x, self.in_chans, self.config.total_stride)
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[detail map at 1/8, output of each transformer stage] (official seaformer-seg ``SeaFormer.forward``)."""
+        check_image_batch(x, self.in_chans, self.total_stride)
         return run_pyramid(x, self.stem, self.stages, self.transformers, self.config.detail_stage)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map (1/64)."""
-        return self.forward_pyramid(x)[-1]
+        return self.forward_intermediates(x)[-1]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class FusionBlock(nn.Module):
@@ -490,6 +488,22 @@ class LightHead(nn.Module):
         self.linear_fuse = ConvNormAct(local_chs, local_chs, 1, groups=local_chs if is_dw else 1, act_layer=nn.ReLU)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(local_chs, num_classes, 1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmseg's init of a decode head, which the official LightHead inherits: every ``ConvModule`` conv
+        Kaiming-normal by fan-out (``torch``'s fan-out, out_chs * k * k, groups not divided out) with ReLU gain, BN
+        weight 1 and bias 0, and the classifier ``conv_seg`` ~ N(0, 0.01) (``BaseDecodeHead``'s ``init_cfg``)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.in_channels):
@@ -503,11 +517,12 @@ class LightHead(nn.Module):
         return self.classifier(self.dropout(self.linear_fuse(x)))
 
 
-class SeaFormerSeg(nn.Module):
+class SeaFormerSeg(Segmenter):
     """SeaFormer for semantic segmentation: the backbone (no classifier) + :class:`LightHead` (ADE20K: 150 classes).
 
-    :meth:`forward_logits` gives logits at 1/8; :meth:`forward` resizes them (bilinear) to the input size, as
-    mmseg's ``EncoderDecoder`` does at inference.
+    ``forward_features`` is the backbone's :meth:`SeaFormer.forward_intermediates` (the 1/8 detail map and every
+    transformer output); ``forward_head`` fuses them into logits at 1/8; ``forward`` resizes those (bilinear) to the
+    input size, as mmseg's ``EncoderDecoder`` does at inference.
     """
 
     def __init__(
@@ -517,16 +532,17 @@ class SeaFormerSeg(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.backbone = SeaFormer(config, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path_rate)
-        in_channels = (config.stage_channels[config.detail_stage], *config.embed_dims)
-        self.head = LightHead(in_channels, config.head_embed_dims, num_classes)
-        init_seaformer_weights(self.head)  # a seeded random model then predicts varied classes, as a trained one
+        self.feature_info = [info._replace(module=f"backbone.{info.module}") for info in self.backbone.feature_info]
+        self.logits_stride = self.feature_info[0].stride  # the head works at the detail map's resolution
+        self.head = LightHead([info.channels for info in self.feature_info], config.head_embed_dims, num_classes)
 
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[detail map at 1/8, output of each transformer stage]: the maps the head reads."""
+        return self.backbone.forward_intermediates(x)
+
+    def forward_head(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits at 1/8 of the input, [B, num_classes, H/8, W/8]."""
-        return self.head(self.backbone.forward_pyramid(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return resize_to(self.forward_logits(x), x.shape[-2:])
+        return self.head(features)
 
 
 def _config(variant: str) -> SeaFormerConfig:
@@ -546,61 +562,173 @@ def create_seaformer_cls(variant: str, **kwargs) -> SeaFormer:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (fudan-zvg/SeaFormer): mmseg segmentation checkpoints and seaformer-cls ImageNet ones
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _conv_bn_rules(official: str, ours: str, conv: str = "c") -> list[tuple[str, str]]:
+    """Rules for one conv + BN pair: the official ``Conv2d_BN`` names its conv ``c`` (mmcv's ``ConvModule``:
+    ``conv``), ours is ``conv``; the BN keeps its entries (weight, bias, running statistics)."""
+    official = re.escape(official)
+    return [
+        (rf"{official}\.{conv}\.weight", f"{ours}.conv.weight"),
+        (rf"{official}\.bn\.(weight|bias|running_mean|running_var|num_batches_tracked)", rf"{ours}.bn.\1"),
+    ]
+
+
+# Sea_Attention / Block / Mlp name -> ours, inside one transformer block (official seaformer.py, both repos alike)
+_SEA_BLOCK_CONV_BN = {
+    "attn.to_q": "attn.to_q", "attn.to_k": "attn.to_k", "attn.to_v": "attn.to_v",
+    "attn.dwconv": "attn.detail_dw", "attn.pwconv": "attn.detail_pw",  # the detail-enhancement branch
+    "attn.proj_encode_row.1": "attn.proj_row.1", "attn.proj_encode_column.1": "attn.proj_col.1",
+    "attn.proj.1": "attn.proj.1",
+    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+}
+_SEA_BLOCK_POS_EMBED = {
+    "pos_emb_rowq": "pos_embed_row_q", "pos_emb_rowk": "pos_embed_row_k",
+    "pos_emb_columnq": "pos_embed_col_q", "pos_emb_columnk": "pos_embed_col_k",
+}
+
+
+def seaformer_backbone_rules(backbone: SeaFormer, official: str = "", ours: str = "") -> list[tuple[str, str]]:
+    """Renaming rules from the official ``SeaFormer`` backbone's keys (prefix ``official``) to ``backbone``'s
+    (prefix ``ours``), built from ``backbone``'s own configuration, one literal rule per tensor role.
+
+    Official layout: ``smb{i}`` is MobileNetV2 stage i (1-based; ``smb1.stem_block.0`` is the stem), its rows are
+    ``layer{j}`` with an ``nn.Sequential`` ``conv`` of [expand, act, depthwise, act, project] (indices 0, 2, 4), or
+    [depthwise, act, project] (0, 2) when the row's expansion is 1; ``trans{i}.transformer_blocks.{j}`` are the SEA
+    blocks. Which index is which conv is read from *our* block (does it have an expansion conv?), so a checkpoint of
+    a variant with other expansions fails on a name, not later on a shape.
+    """
+    rules = _conv_bn_rules(f"{official}smb1.stem_block.0", f"{ours}stem")
+    for i, stage in enumerate(backbone.stages):
+        for j, block in enumerate(stage):
+            has_expand = isinstance(block.expand, ConvNormAct)
+            roles = ("expand", "depthwise", "project") if has_expand else ("depthwise", "project")
+            for index, role in zip((0, 2, 4), roles):
+                theirs = f"{official}smb{i + 1}.layer{j + 1}.conv.{index}"
+                rules += _conv_bn_rules(theirs, f"{ours}stages.{i}.{j}.{role}")
+    for i, stack in enumerate(backbone.transformers):
+        for j in range(len(stack)):
+            theirs, mine = f"{official}trans{i + 1}.transformer_blocks.{j}", f"{ours}transformers.{i}.{j}"
+            for name, our_name in _SEA_BLOCK_CONV_BN.items():
+                rules += _conv_bn_rules(f"{theirs}.{name}", f"{mine}.{our_name}")
+            for name, our_name in _SEA_BLOCK_POS_EMBED.items():
+                rules.append((re.escape(f"{theirs}.attn.{name}.pos_embed"), f"{mine}.attn.{our_name}.pos_embed"))
+            rules.append((rf"{re.escape(theirs)}\.mlp\.dwconv\.(weight|bias)", rf"{mine}.mlp.dwconv.\1"))
+    return rules
+
+
+def _official_name(model: nn.Module) -> str:
+    info = getattr(model, "info", None)
+    return f"{info.name} ({info.official})" if info is not None and info.official else f"SeaFormer-{model.config.name}"
+
+
+@register_official_converter(SeaFormerSeg)
+def convert_seaformer_seg_checkpoint(state_dict: dict[str, torch.Tensor], model: SeaFormerSeg) -> dict:
+    """An official seaformer-seg (mmseg) checkpoint -> ``model``'s state dict.
+
+    mmseg wraps the model as ``EncoderDecoder``: ``backbone.*`` is the SeaFormer backbone, ``decode_head.*`` the
+    LightHead, whose ``fuse{i}`` (1-based) are our ``head.fusions.{i-1}`` (``local_embedding`` is the detail map's
+    1x1 ConvModule, ``global_act`` the gate's), ``linear_fuse`` the depthwise 1x1 ConvModule and ``conv_seg`` the
+    classifier. Only names change; every tensor keeps its layout.
+    """
+    if any(key.startswith(("smb1.", "linear.")) for key in state_dict):
+        raise ValueError(
+            "this is an ImageNet (seaformer-cls) checkpoint: load it into a classifier such as "
+            f"seaformer_{model.config.name}_cls, not into a segmentation model"
+        )
+    rules = seaformer_backbone_rules(model.backbone, "backbone.", "backbone.")
+    for i in range(len(model.head.fusions)):
+        for branch in ("local_embedding", "global_act"):
+            rules += _conv_bn_rules(f"decode_head.fuse{i + 1}.{branch}", f"head.fusions.{i}.{branch}", conv="conv")
+    rules += _conv_bn_rules("decode_head.linear_fuse", "head.linear_fuse", conv="conv")
+    rules.append((r"decode_head\.conv_seg\.(weight|bias)", r"head.classifier.\1"))
+    return rename_by_rules(state_dict, rules, _official_name(model))
+
+
+@register_official_converter(SeaFormer)
+def convert_seaformer_cls_checkpoint(state_dict: dict[str, torch.Tensor], model: SeaFormer) -> dict:
+    """An official seaformer-cls (timm) ImageNet checkpoint -> ``model``'s state dict.
+
+    The classifier is the same backbone with no prefix (``smb*``, ``trans*``) plus ``linear`` (our ``fc``); the
+    pooling has no parameters. Only names change.
+    """
+    if any(key.startswith(("backbone.", "decode_head.")) for key in state_dict):
+        raise ValueError(
+            "this is a segmentation (seaformer-seg, mmseg) checkpoint: load it into a segmentation model such as "
+            f"seaformer_{model.config.name}, not into an ImageNet classifier"
+        )
+    rules = seaformer_backbone_rules(model, "", "")
+    rules.append((r"linear\.(weight|bias)", r"fc.\1"))
+    return rename_by_rules(state_dict, rules, _official_name(model))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Named variants
 # --------------------------------------------------------------------------------------------------------------------
 
 
+# Normalisation: seaformer-seg's local_configs/_base_/datasets/ade20k.py has img_norm_cfg mean=[123.675, 116.28,
+# 103.53], std=[58.395, 57.12, 57.375] on 0..255 RGB (to_rgb=True): ImageNet's mean and std. seaformer-cls trains with
+# timm 0.3.2's train.py, and its models set no default_cfg, so timm's ImageNet defaults apply there too.
+# size_divisor 1: the network runs on any side >= 64 (its total stride); the official test pipeline's
+# ResizeToMultiple(size_divisor=32) is a preprocessing choice, not something the network needs.
 _SEG = dict(
     family="seaformer", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
 )
 _CLS = dict(
     family="seaformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
 )
+_SEG_CONFIG = "fudan-zvg/SeaFormer seaformer-seg/local_configs/seaformer/seaformer_{}_512x512_160k_2x8_ade20k.py"
+_CLS_MODEL = "fudan-zvg/SeaFormer seaformer-cls/seaformer.py SeaFormer_{}"
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("tiny"))
 def seaformer_tiny(**kwargs) -> SeaFormerSeg:
-    """SeaFormer-Tiny + LightHead, ADE20K: 1.7M parameters, 0.6G FLOPs at 512x512 (official README)."""
+    """SeaFormer-Tiny + LightHead for ADE20K."""
     return create_seaformer_seg("tiny", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("small"))
 def seaformer_small(**kwargs) -> SeaFormerSeg:
-    """SeaFormer-Small + LightHead, ADE20K: 4.0M parameters, 1.1G FLOPs at 512x512."""
+    """SeaFormer-Small + LightHead for ADE20K."""
     return create_seaformer_seg("small", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("base"))
 def seaformer_base(**kwargs) -> SeaFormerSeg:
-    """SeaFormer-Base + LightHead, ADE20K: 8.6M parameters, 1.8G FLOPs at 512x512."""
+    """SeaFormer-Base + LightHead for ADE20K."""
     return create_seaformer_seg("base", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_CONFIG.format("large"))
 def seaformer_large(**kwargs) -> SeaFormerSeg:
-    """SeaFormer-Large + LightHead, ADE20K: 14.0M parameters, 6.5G FLOPs at 512x512."""
+    """SeaFormer-Large + LightHead for ADE20K (a third transformer stage, at 1/16)."""
     return create_seaformer_seg("large", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_MODEL.format("T"))
 def seaformer_tiny_cls(**kwargs) -> SeaFormer:
-    """SeaFormer-Tiny for ImageNet: 1.8M parameters, 0.1G FLOPs at 224x224 (official README)."""
+    """SeaFormer-Tiny ImageNet classifier."""
     return create_seaformer_cls("tiny", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_MODEL.format("S"))
 def seaformer_small_cls(**kwargs) -> SeaFormer:
-    """SeaFormer-Small for ImageNet: 4.1M parameters, 0.2G FLOPs at 224x224."""
+    """SeaFormer-Small ImageNet classifier."""
     return create_seaformer_cls("small", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_MODEL.format("B"))
 def seaformer_base_cls(**kwargs) -> SeaFormer:
-    """SeaFormer-Base for ImageNet: 8.7M parameters, 0.3G FLOPs at 224x224."""
+    """SeaFormer-Base ImageNet classifier."""
     return create_seaformer_cls("base", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_MODEL.format("L"))
 def seaformer_large_cls(**kwargs) -> SeaFormer:
-    """SeaFormer-Large for ImageNet: 14.0M parameters, 1.2G FLOPs at 224x224."""
+    """SeaFormer-Large ImageNet classifier."""
     return create_seaformer_cls("large", **kwargs)

@@ -22,7 +22,7 @@ from lessons.seaformer import (
     squeeze_columns,
     squeeze_rows,
 )
-from helpers import meta_model, one_thread_for_the_module, randomize_bn
+from helpers import meta_model, official_state_dict, one_thread_for_the_module, randomize_bn
 
 one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
 
@@ -155,9 +155,11 @@ def test_fusion_block_multiplies_local_by_upsampled_hard_sigmoid_of_global():
 ])
 def test_backbone_gives_detail_at_one_eighth_and_transformer_outputs_at_the_last_strides(name, expected):
     model = meta_model(name)
-    feats = model.forward_pyramid(torch.empty(1, 3, 512, 512, device="meta"))
+    feats = model.forward_intermediates(torch.empty(1, 3, 512, 512, device="meta"))
     assert [(f.shape[1], f.shape[2]) for f in feats] == expected
     assert all(f.shape[2] == f.shape[3] for f in feats)
+    assert [(info.channels, 512 // info.stride) for info in model.feature_info] == expected
+    assert model.feature_info[0].module == "stages.1"  # cfg2's output, the official `if i == 1`
 
 
 def test_every_official_variant_downsamples_64_times():
@@ -176,6 +178,17 @@ def test_classifier_is_average_pool_and_one_linear_layer():
     assert model(torch.empty(2, 3, 224, 224, device="meta")).shape == (2, 1000)
     assert count_params(model) - count_params(model.stages) - count_params(model.transformers) \
         - count_params(model.stem) == 160 * 1000 + 1000
+
+
+def test_light_head_starts_as_mmseg_initialises_a_decode_head():
+    torch.manual_seed(0)
+    head = LightHead((32, 128, 160), (64, 96), 150)
+    # conv_seg ~ N(0, 0.01), bias 0
+    assert 0.009 < float(head.classifier.weight.detach().std()) < 0.011 and not head.classifier.bias.any()
+    fan_out = 64  # kaiming_normal_ by torch's fan-out (out_chs * k * k) with ReLU gain: std sqrt(2 / 64)
+    assert abs(float(head.fusions[0].global_act.conv.weight.detach().std()) - (2 / fan_out) ** 0.5) < 0.01
+    norms = [m for m in head.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
 
 
 def test_light_head_parameters_follow_the_config():
@@ -238,3 +251,187 @@ def test_wrong_channels_inside_the_network_are_named():
     with pytest.raises(ValueError, match="must divide"):
         squeeze_axial_attention(torch.zeros(1, 6, 5), torch.zeros(1, 6, 5), torch.zeros(1, 6, 5), num_heads=4)
 
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints: fudan-zvg/SeaFormer, seaformer-seg (mmseg) and seaformer-cls (timm)
+# --------------------------------------------------------------------------------------------------------------------
+
+SEG_VARIANTS = ("tiny", "small", "base", "large")
+
+# (official key, our key) for every kind of tensor that shares its shape with a sibling: q/k (and v where h*dv
+# equals C), the four positional embeddings, the row/column/output projections, the detail branch's two convs, the
+# MLP's two 1x1 convs, a BN's four entries, a MobileNetV2 row's expand/depthwise/project convs (a row with expansion
+# 1 has no expand conv, so its indices shift), the fusion's detail and gate branches, fusion 1 vs 2.
+ROLE_PAIRS_TINY = [
+    ("backbone.smb1.stem_block.0.c.weight", "backbone.stem.conv.weight"),
+    ("backbone.smb1.stem_block.0.bn.weight", "backbone.stem.bn.weight"),
+    ("backbone.smb1.stem_block.0.bn.bias", "backbone.stem.bn.bias"),
+    ("backbone.smb1.stem_block.0.bn.running_mean", "backbone.stem.bn.running_mean"),
+    ("backbone.smb1.stem_block.0.bn.running_var", "backbone.stem.bn.running_var"),
+    ("backbone.smb1.stem_block.0.bn.num_batches_tracked", "backbone.stem.bn.num_batches_tracked"),
+    ("backbone.smb1.layer1.conv.0.c.weight", "backbone.stages.0.0.depthwise.conv.weight"),  # t = 1: no expand
+    ("backbone.smb1.layer1.conv.2.c.weight", "backbone.stages.0.0.project.conv.weight"),
+    ("backbone.smb1.layer3.conv.0.c.weight", "backbone.stages.0.2.expand.conv.weight"),
+    ("backbone.smb1.layer3.conv.2.c.weight", "backbone.stages.0.2.depthwise.conv.weight"),
+    ("backbone.smb1.layer3.conv.4.c.weight", "backbone.stages.0.2.project.conv.weight"),
+    ("backbone.smb3.layer2.conv.4.bn.running_var", "backbone.stages.2.1.project.bn.running_var"),
+    ("backbone.smb5.layer1.conv.2.bn.bias", "backbone.stages.4.0.depthwise.bn.bias"),
+    ("backbone.trans1.transformer_blocks.0.attn.to_q.c.weight", "backbone.transformers.0.0.attn.to_q.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.to_k.c.weight", "backbone.transformers.0.0.attn.to_k.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.to_v.c.weight", "backbone.transformers.0.0.attn.to_v.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.to_q.bn.bias", "backbone.transformers.0.0.attn.to_q.bn.bias"),
+    ("backbone.trans1.transformer_blocks.0.attn.to_k.bn.bias", "backbone.transformers.0.0.attn.to_k.bn.bias"),
+    ("backbone.trans1.transformer_blocks.0.attn.pos_emb_rowq.pos_embed",
+     "backbone.transformers.0.0.attn.pos_embed_row_q.pos_embed"),
+    ("backbone.trans1.transformer_blocks.0.attn.pos_emb_rowk.pos_embed",
+     "backbone.transformers.0.0.attn.pos_embed_row_k.pos_embed"),
+    ("backbone.trans1.transformer_blocks.0.attn.pos_emb_columnq.pos_embed",
+     "backbone.transformers.0.0.attn.pos_embed_col_q.pos_embed"),
+    ("backbone.trans1.transformer_blocks.0.attn.pos_emb_columnk.pos_embed",
+     "backbone.transformers.0.0.attn.pos_embed_col_k.pos_embed"),
+    ("backbone.trans1.transformer_blocks.0.attn.proj_encode_row.1.c.weight",
+     "backbone.transformers.0.0.attn.proj_row.1.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.proj_encode_column.1.c.weight",
+     "backbone.transformers.0.0.attn.proj_col.1.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.proj.1.c.weight", "backbone.transformers.0.0.attn.proj.1.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.proj_encode_row.1.bn.weight",
+     "backbone.transformers.0.0.attn.proj_row.1.bn.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.proj_encode_column.1.bn.weight",
+     "backbone.transformers.0.0.attn.proj_col.1.bn.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.dwconv.c.weight",
+     "backbone.transformers.0.0.attn.detail_dw.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.attn.pwconv.c.weight",
+     "backbone.transformers.0.0.attn.detail_pw.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.mlp.fc1.c.weight", "backbone.transformers.0.0.mlp.fc1.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.mlp.fc2.c.weight", "backbone.transformers.0.0.mlp.fc2.conv.weight"),
+    ("backbone.trans1.transformer_blocks.0.mlp.dwconv.weight", "backbone.transformers.0.0.mlp.dwconv.weight"),
+    ("backbone.trans1.transformer_blocks.0.mlp.dwconv.bias", "backbone.transformers.0.0.mlp.dwconv.bias"),
+    ("backbone.trans1.transformer_blocks.1.attn.to_q.c.weight", "backbone.transformers.0.1.attn.to_q.conv.weight"),
+    ("backbone.trans2.transformer_blocks.1.attn.to_k.c.weight", "backbone.transformers.1.1.attn.to_k.conv.weight"),
+    ("decode_head.fuse1.local_embedding.conv.weight", "head.fusions.0.local_embedding.conv.weight"),
+    ("decode_head.fuse1.global_act.conv.weight", "head.fusions.0.global_act.conv.weight"),
+    ("decode_head.fuse1.local_embedding.bn.running_mean", "head.fusions.0.local_embedding.bn.running_mean"),
+    ("decode_head.fuse1.global_act.bn.running_mean", "head.fusions.0.global_act.bn.running_mean"),
+    ("decode_head.fuse2.local_embedding.bn.weight", "head.fusions.1.local_embedding.bn.weight"),
+    ("decode_head.fuse2.global_act.bn.weight", "head.fusions.1.global_act.bn.weight"),
+    ("decode_head.linear_fuse.conv.weight", "head.linear_fuse.conv.weight"),
+    ("decode_head.linear_fuse.bn.bias", "head.linear_fuse.bn.bias"),
+    ("decode_head.conv_seg.weight", "head.classifier.weight"),
+    ("decode_head.conv_seg.bias", "head.classifier.bias"),
+]
+# Large: the first row expands (t = 3), so its conv.0 is the expansion; a third transformer stage and fusion.
+ROLE_PAIRS_LARGE = [
+    ("backbone.smb1.layer1.conv.0.c.weight", "backbone.stages.0.0.expand.conv.weight"),
+    ("backbone.smb1.layer1.conv.2.c.weight", "backbone.stages.0.0.depthwise.conv.weight"),
+    ("backbone.smb1.layer1.conv.4.c.weight", "backbone.stages.0.0.project.conv.weight"),
+    ("backbone.trans1.transformer_blocks.2.attn.to_v.c.weight", "backbone.transformers.0.2.attn.to_v.conv.weight"),
+    ("backbone.trans3.transformer_blocks.2.attn.pos_emb_columnk.pos_embed",
+     "backbone.transformers.2.2.attn.pos_embed_col_k.pos_embed"),
+    ("decode_head.fuse3.global_act.conv.weight", "head.fusions.2.global_act.conv.weight"),
+    ("decode_head.fuse3.local_embedding.conv.weight", "head.fusions.2.local_embedding.conv.weight"),
+]
+
+
+def cls_official_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with the keys of seaformer-cls's ``SeaFormer_{T,S,B,L}`` (tests/data/official_keys covers only the
+    segmentation models). seaformer-cls/seaformer.py builds the backbone from the same classes and the same cfgs as
+    seaformer-seg's backbone (``smb{i}`` = StackedMV2Block, ``trans{i}`` = BasicLayer; the configs of the four
+    variants are identical), with no ``backbone.`` prefix, then ``self.linear = nn.Linear(channels[-1], 1000)`` and a
+    parameterless AdaptiveAvgPool2d. So: the segmentation checkpoint's ``backbone.*`` entries without the prefix,
+    no ``decode_head.*``, plus ``linear.weight`` [1000, C] and ``linear.bias`` [1000]."""
+    seg = official_state_dict(f"seaformer_{variant}", seed)
+    out = {k.removeprefix("backbone."): v for k, v in seg.items() if k.startswith("backbone.")}
+    channels = SEAFORMER_CONFIGS[variant].stage_channels[-1]
+    generator = torch.Generator().manual_seed(seed + 1)
+    out["linear.weight"] = torch.randn(1000, channels, generator=generator)
+    out["linear.bias"] = torch.randn(1000, generator=generator)
+    return out
+
+
+@pytest.mark.parametrize("variant", SEG_VARIANTS)
+def test_official_segmentation_checkpoint_loads_strictly_and_pairs_tensors_by_role(variant):
+    official = official_state_dict(f"seaformer_{variant}")
+    model = lessons.create_model(f"seaformer_{variant}", checkpoint=official)
+    ours = model.state_dict()
+    assert len(ours) == len(official)
+    pairs = ROLE_PAIRS_TINY if variant == "tiny" else ROLE_PAIRS_LARGE if variant == "large" else []
+    pairs = pairs + [  # present in every variant
+        ("backbone.trans2.transformer_blocks.0.attn.to_q.c.weight", "backbone.transformers.1.0.attn.to_q.conv.weight"),
+        ("backbone.trans2.transformer_blocks.0.attn.to_k.c.weight", "backbone.transformers.1.0.attn.to_k.conv.weight"),
+        ("backbone.smb2.layer1.conv.0.c.weight", "backbone.stages.1.0.expand.conv.weight"),
+        ("decode_head.fuse2.global_act.conv.weight", "head.fusions.1.global_act.conv.weight"),
+    ]
+    for official_key, our_key in pairs:
+        assert torch.equal(ours[our_key], official[official_key]), (official_key, our_key)
+
+
+@pytest.mark.parametrize("variant", SEG_VARIANTS)
+def test_official_classification_checkpoint_loads_strictly_and_pairs_tensors_by_role(variant):
+    official = cls_official_state_dict(variant)
+    model = lessons.create_model(f"seaformer_{variant}_cls", checkpoint=official)
+    ours = model.state_dict()
+    assert len(ours) == len(official)
+    for official_key, our_key in [
+        ("linear.weight", "fc.weight"), ("linear.bias", "fc.bias"),
+        ("smb1.stem_block.0.c.weight", "stem.conv.weight"),
+        ("smb1.stem_block.0.bn.running_var", "stem.bn.running_var"),
+        ("trans1.transformer_blocks.0.attn.to_q.c.weight", "transformers.0.0.attn.to_q.conv.weight"),
+        ("trans1.transformer_blocks.0.attn.to_k.c.weight", "transformers.0.0.attn.to_k.conv.weight"),
+        ("trans2.transformer_blocks.1.attn.pos_emb_rowk.pos_embed", "transformers.1.1.attn.pos_embed_row_k.pos_embed"),
+        ("trans2.transformer_blocks.1.attn.pos_emb_columnq.pos_embed",
+         "transformers.1.1.attn.pos_embed_col_q.pos_embed"),
+        ("smb2.layer2.conv.2.c.weight", "stages.1.1.depthwise.conv.weight"),
+    ]:
+        assert torch.equal(ours[our_key], official[official_key]), (official_key, our_key)
+
+
+def scaled_like_trained(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Conv and linear weights divided by sqrt(fan-in), so a network of standard-normal weights does not overflow."""
+    return {k: v / v[0].numel() ** 0.5 if v.ndim >= 2 and "pos_embed" not in k else v for k, v in state_dict.items()}
+
+
+def test_converted_models_run_and_give_finite_outputs_of_the_right_shape():
+    seg = lessons.create_model("seaformer_tiny", checkpoint=scaled_like_trained(official_state_dict("seaformer_tiny")))
+    cls = lessons.create_model("seaformer_tiny_cls", checkpoint=scaled_like_trained(cls_official_state_dict("tiny")))
+    seg.eval(), cls.eval()
+    # random checkpoint values: make the BN statistics valid (variances positive), as a trained checkpoint's are
+    g = torch.Generator().manual_seed(0)
+    randomize_bn(seg, g)
+    randomize_bn(cls, g)
+    x = torch.randn(1, 3, 128, 128, generator=g)
+    with torch.no_grad():
+        labels, logits = seg.predict(x), cls(x)
+    assert labels.shape == (1, 128, 128) and logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
+def test_a_checkpoint_of_another_variant_is_refused_naming_the_expected_model():
+    with pytest.raises(ValueError, match=r"seaformer_tiny \(fudan-zvg/SeaFormer .*seaformer_tiny_512x512"):
+        lessons.create_model("seaformer_tiny", checkpoint=official_state_dict("seaformer_small"))
+    with pytest.raises(ValueError, match="seaformer_base_cls"):
+        lessons.create_model("seaformer_base_cls", checkpoint=cls_official_state_dict("large"))
+
+
+def test_a_checkpoint_of_another_family_or_task_is_refused():
+    with pytest.raises(ValueError, match="not keys of the official seaformer_tiny"):
+        lessons.create_model("seaformer_tiny", checkpoint=official_state_dict("topformer_tiny"))
+    with pytest.raises(ValueError, match="ImageNet .*seaformer_tiny_cls"):
+        lessons.create_model("seaformer_tiny", checkpoint=cls_official_state_dict("tiny"))
+    with pytest.raises(ValueError, match="segmentation .*seaformer_tiny,"):
+        lessons.create_model("seaformer_tiny_cls", checkpoint=official_state_dict("seaformer_tiny"))
+
+
+def test_a_checkpoint_missing_a_tensor_is_refused_naming_it():
+    official = official_state_dict("seaformer_tiny")
+    del official["backbone.trans1.transformer_blocks.0.attn.to_k.c.weight"]
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) missing.*transformers\.0\.0\.attn\.to_k\.conv\.weight"):
+        lessons.create_model("seaformer_tiny", checkpoint=official)
+
+
+def test_a_truncated_checkpoint_file_is_refused_with_a_hint_to_download_again(tmp_path):
+    path = tmp_path / "seaformer_tiny.pth"
+    torch.save({"meta": {}, "state_dict": official_state_dict("seaformer_tiny")}, path)
+    assert lessons.create_model("seaformer_tiny", checkpoint=path).num_classes == 150  # the whole file loads
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="download"):
+        lessons.create_model("seaformer_tiny", checkpoint=path)

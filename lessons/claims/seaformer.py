@@ -5,18 +5,25 @@ seaformer-seg/README.md of fudan-zvg/SeaFormer). Counting rules: the ImageNet FL
 ``__main__`` of ``seaformer-cls/seaformer.py``) and match our exact count (conv + matmul multiply-adds). The ADE20K
 FLOPs come from mmcv's ``get_model_complexity_info`` (``seaformer-seg/tools/get_flops.py``), which hooks modules:
 it adds every BatchNorm and ReLU element and misses the functional attention matmuls and interpolations. So each
-segmentation FLOPs number is claimed under both rules; the mmcv rule is
-:func:`lessons.measure.count_mmcv_flops` with :data:`lessons.topformer.MMCV_RULES`.
+segmentation FLOPs number is claimed under both rules; the mmcv rule is :data:`MMCV_FLOPS`,
+:func:`lessons.measure.count_mmcv_flops` with TopFormer's reconstruction of it (:data:`lessons.topformer.MMCV_RULES`,
+which covers SeaFormer's modules too: same BN, ReLU/ReLU6 and hard-sigmoid modules).
 """
 
 from __future__ import annotations
 
-from .core import Claim, params_claim, register_claims, rounding_tolerance
-from .topformer import costs  # one meta forward pass gives parameters, exact and mmcv-rule FLOPs (cached)
+import functools
+
+from ..measure import count_mmcv_flops, model_count
+from ..topformer import MMCV_RULES
+from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "seaformer"
 CLS = "SeaFormer README, ImageNet-1K table (224x224)"
 SEG = "SeaFormer seaformer-seg/README.md, ADE20K table (512x512)"
+
+# mmcv's get_flops rule, as a counter for lessons.measure.model_count (a module constant, so the count is cached)
+MMCV_FLOPS = functools.partial(count_mmcv_flops, rules=MMCV_RULES)
 
 _VARIANTS = (("tiny", "Tiny"), ("small", "Small"), ("base", "Base"), ("large", "Large"))
 _CLS = {"tiny": (1.8, 0.1), "small": (4.1, 0.2), "base": (8.7, 0.3), "large": (14.0, 1.2)}  # params M, FLOPs G
@@ -31,22 +38,11 @@ EXACT_RULE = {
 }
 
 
-def exact_claim(
-    id: str, source: str, what: str, paper: float, model: str, input_size: tuple[int, ...],
-    discrepancy: str | None = None,
-) -> Claim:
-    """A README FLOPs number (multiply-adds, in G) checked against the exact count (conv + matmul multiply-adds)."""
-    return Claim(
-        id, FAMILY, source, what, paper, "G", rounding_tolerance(1),
-        lambda: costs(model, tuple(input_size))[1] / 2 / 1e9, discrepancy,
-    )
-
-
 def mmcv_claim(id: str, source: str, what: str, paper: float, model: str, input_size: tuple[int, ...]) -> Claim:
     """A README FLOPs number checked under the rule the README used (mmcv's get_flops), in G."""
     return Claim(
         id, FAMILY, source, what, paper, "G", rounding_tolerance(1),
-        lambda: costs(model, tuple(input_size))[2] / 1e9,
+        lambda: model_count(model, input_size, counter=MMCV_FLOPS) / 1e9,
     )
 
 
@@ -57,8 +53,8 @@ for key, label in _VARIANTS:
         f"seaformer.{key}_cls.params", FAMILY, CLS, f"SeaFormer-{label} ImageNet parameters", params,
         f"seaformer_{key}_cls",
     ))
-    claims.append(exact_claim(
-        f"seaformer.{key}_cls.flops", CLS, f"SeaFormer-{label} ImageNet FLOPs at 224x224, exact count", flops,
+    claims.append(macs_claim(
+        f"seaformer.{key}_cls.flops", FAMILY, CLS, f"SeaFormer-{label} ImageNet FLOPs at 224x224, exact count", flops,
         f"seaformer_{key}_cls", (3, 224, 224),
     ))
 for key, label in _VARIANTS:
@@ -67,9 +63,10 @@ for key, label in _VARIANTS:
         f"seaformer.{key}.params", FAMILY, SEG, f"SeaFormer-{label} + LightHead parameters (150 classes)", params,
         f"seaformer_{key}",
     ))
-    claims.append(exact_claim(
-        f"seaformer.{key}.flops_exact", SEG, f"SeaFormer-{label} + LightHead FLOPs at 512x512, exact count",
-        flops, f"seaformer_{key}", (3, 512, 512), discrepancy=EXACT_RULE.get(key),
+    claims.append(macs_claim(
+        f"seaformer.{key}.flops_exact", FAMILY, SEG,
+        f"SeaFormer-{label} + LightHead FLOPs at 512x512, exact count", flops, f"seaformer_{key}", (3, 512, 512),
+        discrepancy=EXACT_RULE.get(key),
     ))
     claims.append(mmcv_claim(
         f"seaformer.{key}.flops_mmcv", SEG, f"SeaFormer-{label} + LightHead FLOPs at 512x512, mmcv's rule", flops,
