@@ -29,9 +29,11 @@ from torch import nn
 
 from .checkpoints import StateDict, register_official_converter, rename_by_rules
 from .contract import FeatureInfo, Segmenter
-from .layers import ActLayer, ConvBN, ConvNormAct, check_count, check_image_batch, resize_to
+from .layers import (
+    ActLayer, ConvBN, ConvNormAct, check_count, check_image_batch, init_mobile_weights, resize_to, row_stages,
+)
 from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
-from .seaformer import FusionBlock, init_seaformer_weights, run_pyramid, sea_transformer_stages
+from .seaformer import FusionBlock, run_pyramid, sea_transformer_stages
 
 # --------------------------------------------------------------------------------------------------------------------
 # MobileNetV3 blocks (Howard et al. 2019, §5; PaddleSeg ``ResidualUnit`` and ``SEModule``)
@@ -98,13 +100,11 @@ class MobileNetV3Block(nn.Module):
         return x + out if self.use_residual else out
 
 
-def mv3_stage(rows: Sequence[MV3Row], in_chs: int) -> nn.Sequential:
-    """A stack of MobileNetV3 blocks from official ``[k, exp, c, se, act, s]`` rows (``StackedMV3Block``)."""
-    blocks = []
-    for kernel, mid_chs, out_chs, use_se, act, stride in rows:
-        blocks.append(MobileNetV3Block(in_chs, mid_chs, out_chs, kernel, stride, use_se, act))
-        in_chs = out_chs
-    return nn.Sequential(*blocks)
+def mobilenetv3_block(
+    in_chs: int, kernel: int, mid_chs: int, out_chs: int, use_se: bool, act: str, stride: int,
+) -> MobileNetV3Block:
+    """The :class:`MobileNetV3Block` an official ``[k, exp, c, se, act, s]`` row describes (``StackedMV3Block``)."""
+    return MobileNetV3Block(in_chs, mid_chs, out_chs, kernel, stride, use_se, act)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -321,11 +321,7 @@ class StrideFormer(nn.Module):
         self.config = config
         self.in_chans = in_chans
         self.stem = ConvNormAct(in_chans, config.stem_channels, 3, stride=2, act_layer=nn.Hardswish)
-        stages, in_chs = [], config.stem_channels
-        for rows in config.stages:
-            stages.append(mv3_stage(rows, in_chs))
-            in_chs = rows[-1][2]
-        self.stages = nn.ModuleList(stages)
+        self.stages, _ = row_stages(config.stages, config.stem_channels, mobilenetv3_block)
         # MobileSeg_Base/Tiny pass act_layer=nn.ReLU6: it is the activation inside the SEA blocks
         self.transformers = sea_transformer_stages(config, act_layer, drop_path_rate, attn_stride=config.attn_stride)
 
@@ -493,7 +489,7 @@ class PPMobileSeg(Segmenter):
         self.head = PPMobileSegHead(fused_chs, num_classes)
         # PaddleSeg trains from Paddle's default He-normal init; the book uses the He-normal scheme SeaFormer's code
         # writes out (fan_out instead of fan_in), so a seeded random model predicts varied classes
-        init_seaformer_weights(self)
+        init_mobile_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[detail map at 1/8, output of each SEA stage] (official ``StrideFormer.forward`` before ``inj_module``)."""

@@ -339,10 +339,6 @@ SEAFORMER_CONFIGS: dict[str, SeaFormerConfig] = {
 }
 
 
-# The official init is TopFormer's line for line (kept once, in lessons.layers); PP-MobileSeg imports this name.
-init_seaformer_weights = init_mobile_weights
-
-
 def mv2_stage(rows: Sequence[MV2Row], in_chs: int, act_layer: ActLayer = nn.ReLU) -> nn.Sequential:
     """A stack of MobileNetV2 blocks from official ``[k, t, c, s]`` rows (``StackedMV2Block``, ReLU activations)."""
     return nn.Sequential(*stack_rows(rows, in_chs, functools.partial(mobilenetv2_block, act_layer=act_layer)))

@@ -38,7 +38,6 @@ renames their keys to ours.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -50,16 +49,17 @@ from torch import nn
 from .layers import (
     ConvBN,
     ConvNormAct,
-    DepthwiseConvMlp,
-    DropPath,
+    BNTransformerBlock,
     HardSigmoid,
-    InvertedResidual,
     attention,
     check_count,
     check_image_batch,
     drop_path_rates,
+    init_mobile_weights,
     make_divisible,
+    mobilenetv2_block,
     resize_to,
+    stack_rows,
 )
 from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier, Segmenter
@@ -93,14 +93,7 @@ class TokenPyramid(nn.Module):
         super().__init__()
         self.token_rows = tuple(token_rows)
         self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=2, act_layer=nn.ReLU)
-        blocks = []
-        in_chs = stem_chs
-        for kernel, expand, out_chs, stride in rows:
-            blocks.append(InvertedResidual(
-                in_chs, out_chs, stride, expand, kernel, act_layer=nn.ReLU, hidden_chs=int(round(in_chs * expand)),
-            ))
-            in_chs = out_chs
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = nn.ModuleList(stack_rows(rows, stem_chs, mobilenetv2_block))
         self.channels = tuple(rows[i][2] for i in self.token_rows)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -193,24 +186,19 @@ class BNAttention(nn.Module):
         return self.proj(out)
 
 
-class ExtractorBlock(nn.Module):
+class ExtractorBlock(BNTransformerBlock):
     """One transformer block of the extractor (official ``Block``): no LayerNorm, BN inside every projection.
 
-    x = x + DropPath(Attention(x)); x = x + DropPath(MLP(x)), with the MLP = :class:`DepthwiseConvMlp` (ratio 2).
+    x = x + DropPath(Attention(x)); x = x + DropPath(MLP(x)), with the MLP = :class:`DepthwiseConvMlp` (ratio 2):
+    the :class:`lessons.layers.BNTransformerBlock` SeaFormer shares, with TopFormer's full attention in it.
     """
 
     def __init__(
         self, dim: int, key_dim: int = 16, num_heads: int = 8, mlp_ratio: float = 2.0, attn_ratio: float = 2.0,
         drop_path: float = 0.0, act_layer: Callable[[], nn.Module] = nn.ReLU6,
     ) -> None:
-        super().__init__()
-        self.attn = BNAttention(dim, key_dim, num_heads, attn_ratio, act_layer)
-        self.mlp = DepthwiseConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(x))
-        return x + self.drop_path(self.mlp(x))
+        super().__init__(BNAttention(dim, key_dim, num_heads, attn_ratio, act_layer), dim, mlp_ratio, act_layer,
+                         drop_path)
 
 
 class SemanticsExtractor(nn.Module):
@@ -484,25 +472,6 @@ TOPFORMER_CONFIGS: dict[str, TopFormerConfig] = {
 }
 
 
-def init_topformer_weights(model: nn.Module) -> None:
-    """The official ``Topformer.init_weights``: conv weights ~ N(0, sqrt(2 / fan_out)), BN weight 1 and bias 0,
-    linear weights ~ N(0, 0.01). Note that it resets *every* BN weight to 1, the projections' zero-init included.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 def init_mmseg_head(head: nn.Module) -> None:
     """How mmseg initialises a decode head (the official backbone's ``init_weights`` does not reach it): the last
     conv (``conv_seg``, our ``classifier``) ~ N(0, 0.01) with bias 0 (``BaseDecodeHead``'s ``init_cfg``); every other
@@ -544,12 +513,12 @@ class _TopFormerTrunk(nn.Module):
         )
 
     def init_weights(self) -> None:
-        """The official initialisation as the official configs run it: :func:`init_topformer_weights` (convs
+        """The official initialisation as the official configs run it: :func:`init_mobile_weights` (convs
         N(0, sqrt(2 / fan_out)), BN 1 and 0), except that each attention projection's BN keeps its zero scale.
         The official ``init_weights`` resets only ``nn.BatchNorm2d`` layers, and the configs build ``SyncBN``, which
         is not one, so ``Conv2d_BN(bn_weight_init=0)`` survives there: every attention branch starts switched off.
         """
-        init_topformer_weights(self)
+        init_mobile_weights(self)
         for block in self.extractor.blocks:
             nn.init.zeros_(block.attn.proj[1].bn.weight)
 
@@ -626,7 +595,7 @@ class TopFormerClassifier(_TopFormerTrunk, ImageClassifier):
         # (a Linear draws random numbers when it is built; num_classes=0 builds none).
         self.init_weights()
         self.head = ClassifierHead(config.embed_dim, num_classes)
-        init_topformer_weights(self.head)  # BN 1 and 0, Linear ~ N(0, 0.01)
+        init_mobile_weights(self.head)  # BN 1 and 0, Linear ~ N(0, 0.01)
         self.feature_info = [
             FeatureInfo(c, s, f"token_pyramid.blocks.{row}")
             for c, s, row in zip(config.token_channels, TOKEN_STRIDES, config.token_rows)

@@ -6,7 +6,7 @@ seaformer-seg/README.md of fudan-zvg/SeaFormer). Counting rules: the ImageNet FL
 FLOPs come from mmcv's ``get_model_complexity_info`` (``seaformer-seg/tools/get_flops.py``), which hooks modules:
 it adds every BatchNorm and ReLU element and misses the functional attention matmuls and interpolations. So each
 segmentation FLOPs number is claimed under both rules; the mmcv rule is :data:`MMCV_FLOPS`,
-:func:`lessons.measure.count_mmcv_flops` with TopFormer's reconstruction of it (:data:`lessons.topformer.MMCV_RULES`,
+:func:`lessons.measure.count_mmcv_flops` with TopFormer's reconstruction of it (:data:`lessons.claims.topformer.MMCV_RULES`,
 which covers SeaFormer's modules too: same BN, ReLU/ReLU6 and hard-sigmoid modules).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from ..measure import count_mmcv_flops, model_count
-from ..topformer import MMCV_RULES
+from .topformer import MMCV_RULES
 from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "seaformer"
