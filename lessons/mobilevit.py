@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import FeatureInfo, ImageClassifier
 from .layers import (
     ConvNormAct, InvertedResidual, TransformerEncoderLayer, check_count, check_image_batch, drop_path_rates,
 )
@@ -159,8 +160,13 @@ MOBILEVIT_CONFIGS: dict[str, MobileViTConfig] = {
 }
 
 
-class MobileViT(nn.Module):
-    """MobileViT for image classification: stem, five stages (output strides 2 .. 32), 1x1 conv, pool, linear."""
+class MobileViT(ImageClassifier):
+    """MobileViT for image classification: stem, five stages (output strides 2 .. 32), 1x1 conv, pool, linear.
+
+    Any input size works: a stage map whose sides are not multiples of the patch size is resized inside the block.
+    """
+
+    classifier_path = "fc"
 
     def __init__(
         self, config: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
@@ -195,13 +201,17 @@ class MobileViT(nn.Module):
             stages.append(nn.Sequential(mv2(in_chs, chs, 2), vit))
             in_chs = chs
         self.stages = nn.Sequential(*stages)
+        stage_channels = (c1, c2, *config.vit_channels)
+        self.feature_info = [
+            FeatureInfo(chs, 2 ** (i + 1), f"stages.{i}") for i, chs in enumerate(stage_channels)
+        ]
         self.final_conv = ConvNormAct(in_chs, config.final_channels, 1, act_layer=act)
         self.num_features = config.final_channels
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(config.final_channels, num_classes) if num_classes else nn.Identity()
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage: output strides 2, 4, 8, 16, 32 (stem included in the first)."""
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage (``feature_info``): output strides 2, 4, 8, 16, 32 (stem included in the first)."""
         check_image_batch(x, self.in_chans)
         outs = []
         x = self.stem(x)
@@ -212,15 +222,13 @@ class MobileViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk: image -> final feature map [B, final_channels, H/32, W/32]."""
-        return self.final_conv(self.forward_stages(x)[-1])
+        check_image_batch(x, self.in_chans)
+        return self.final_conv(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool, dropout, linear classifier."""
         x = self.head_drop(x.mean(dim=(2, 3)))
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create(variant: str, patch_sizes: tuple[int, int, int] | None = None, **kwargs) -> MobileViT:
@@ -259,25 +267,28 @@ register_timm_converter(("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), checkp
 # --------------------------------------------------------------------------------------------------------------------
 
 
+# ml-cvnets feeds images in [0, 1] without normalising them (timm's pretrained_cfg for mobilevit_*: mean 0, std 1);
+# any input size works (the block resizes maps that are not multiples of the patch), so size_divisor is 1.
 _CLS = dict(
     family="mobilevit", task="classification", input_size=(3, 256, 256), num_classes=1000, dataset="ImageNet-1k",
-    mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1],
+    mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1], size_divisor=1,
 )
+_OFFICIAL = "apple/ml-cvnets config/classification/imagenet/mobilevit.yaml with model.classification.mit.mode: {}"
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_OFFICIAL.format("xx_small"))
 def mobilevit_xxs(**kwargs) -> MobileViT:
-    """MobileViT-XXS: 1.3M parameters (paper Table 4 / §4.1)."""
+    """MobileViT-XXS: the smallest width, MV2 expansion 2 (cvnets mode ``xx_small``)."""
     return _create("xxs", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_OFFICIAL.format("x_small"))
 def mobilevit_xs(**kwargs) -> MobileViT:
-    """MobileViT-XS: 2.3M parameters."""
+    """MobileViT-XS: MV2 expansion 4 (cvnets mode ``x_small``)."""
     return _create("xs", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_OFFICIAL.format("small"))
 def mobilevit_s(**kwargs) -> MobileViT:
-    """MobileViT-S: 5.6M parameters."""
+    """MobileViT-S: the widest (cvnets mode ``small``)."""
     return _create("s", **kwargs)

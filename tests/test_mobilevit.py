@@ -12,9 +12,9 @@ from torch import nn
 
 import lessons
 from lessons import mobilevit
-from lessons.claims.mobilevit import cvnets_rule_macs, norm_elements
+from lessons.claims.mobilevit import count_macs_cvnets, norm_elements
 from lessons.layers import DropPath, MultiHeadSelfAttention
-from lessons.measure import count_macs, count_macs_fvcore, count_params, macs_by_operator
+from lessons.measure import count_macs, count_macs_fvcore, count_params, macs_by_operator, model_count
 from lessons.viz import attention_reach
 
 VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
@@ -118,7 +118,7 @@ def test_attention_reach_rejects_bad_arguments():
 def test_stages_have_output_strides_2_to_32(size):
     with torch.device("meta"):  # shapes only
         model = lessons.create_model("mobilevit_xxs").eval()
-        stages = model.forward_stages(torch.empty(1, 3, size, size))
+        stages = model.forward_intermediates(torch.empty(1, 3, size, size))
     assert [size // s.shape[-1] for s in stages] == [2, 4, 8, 16, 32]
     assert [s.shape[1] for s in stages] == [16, 24, 48, 64, 80]  # cvnets config for XXS
 
@@ -128,6 +128,17 @@ def test_sizes_that_are_not_multiples_of_32_give_logits():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 200, 170))  # stage maps 25x22, 13x11, 7x6: resized inside the blocks
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+def test_export_at_a_size_that_takes_the_resize_branch_matches_eager():
+    """torch.export traces one input size: the block's "is the map a multiple of the patch?" test is decided then,
+    so a 200 x 232 input (stage maps 25 x 29, 13 x 15, 7 x 8) exports with its resizes and runs as eager does."""
+    torch.manual_seed(0)
+    model = lessons.create_model("mobilevit_xxs", num_classes=5).eval()
+    x = torch.randn(1, 3, 200, 232)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_config_b_has_the_same_parameters_and_fewer_attention_macs():
@@ -256,4 +267,5 @@ def test_cvnets_rule_charges_biases_and_n_d_squared_attention():
         biases += depth * tokens * (3 * d + d + 2 * d + d)  # qkv, projection, MLP in and out
         attention += depth * 2 * tokens * d * d
     expected = by_operator["convolution"] + by_operator["addmm"] + by_operator.get("mm", 0) + biases + attention
-    assert cvnets_rule_macs("mobilevit_xxs", (3, 256, 256)) == expected
+    assert count_macs_cvnets(model, (3, 256, 256)) == expected
+    assert model_count("mobilevit_xxs", (3, 256, 256), counter=count_macs_cvnets) == expected

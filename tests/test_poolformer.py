@@ -173,7 +173,7 @@ def test_exact_params_equal_timms(name):
 
 
 def test_stage_shapes_at_224():
-    outs = meta_model("poolformer_s12").forward_stages(torch.empty(1, 3, 224, 224, device="meta"))
+    outs = meta_model("poolformer_s12").forward_intermediates(torch.empty(1, 3, 224, 224, device="meta"))
     assert [tuple(o.shape[1:]) for o in outs] == [(64, 56, 56), (128, 28, 28), (320, 14, 14), (512, 7, 7)]
 
 
