@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier
 from .layers import (
     ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, check_count, check_image_batch, drop_path_rates,
@@ -566,6 +567,69 @@ def checkpoint_filter_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
 register_timm_converter(
     ("poolformer_s12", "poolformer_s24", "poolformer_s36", "poolformer_m36", "poolformer_m48"), checkpoint_filter_timm
 )
+
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (sail-sg/poolformer: poolformer_s12.pth.tar ..., metaformer_*_s12*.pth.tar) -> ours
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def official_network_layout(config: MetaFormerConfig) -> list[tuple[str, int]]:
+    """What each entry ``network.<k>`` of the official model is, for a model built like ``config``.
+
+    The official ``PoolFormer``/``MetaFormer`` keep one flat ``nn.ModuleList``: per stage an optional position
+    embedding (``AddPositionEmb``, metaformer.py only), the stage's blocks, then the downsampling ``PatchEmbed`` to the
+    next stage. So ``network.1`` is a downsampling conv in PoolFormer but ``network.4`` is a position embedding in
+    ``metaformer_ppaa_s12_224``: the index means nothing without this layout.
+    """
+    layout = []
+    for stage in range(4):
+        if config.pos_embed[stage]:
+            layout.append(("pos_embed", stage))
+        layout.append(("blocks", stage))
+        if stage < 3:
+            layout.append(("downsample", stage + 1))
+    return layout
+
+
+_OFFICIAL_BLOCK_PARTS = r"(norm1|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+
+
+def _official_rules(config: MetaFormerConfig) -> list[tuple[str, str]]:
+    rules = [
+        (r"patch_embed\.proj\.(weight|bias)", r"stem.\1"),  # the 7x7 stride-4 stem (Eq. 1)
+        (r"norm\.(weight|bias)", r"head_norm.\1"),
+        (r"head\.(weight|bias)", r"fc.\1"),
+    ]
+    for k, (kind, stage) in enumerate(official_network_layout(config)):
+        ours = f"stages.{stage}"
+        if kind == "pos_embed":
+            rules.append((rf"network\.{k}\.pos_embed", f"{ours}.pos_embed.pos_embed"))
+        elif kind == "downsample":
+            rules.append((rf"network\.{k}\.proj\.(weight|bias)", rf"{ours}.downsample.\1"))
+        else:
+            block = rf"network\.{k}\.(\d+)\."
+            rules += [
+                (block + _OFFICIAL_BLOCK_PARTS, rf"{ours}.blocks.\1.\2.\3"),
+                (block + r"layer_scale_([12])", rf"{ours}.blocks.\1.layer_scale\2.scale"),
+                # metaformer.py's Attention (qkv without bias, proj with) and SpatialFc (no bias)
+                (block + r"token_mixer\.(qkv\.weight|proj\.weight|proj\.bias)",
+                 rf"{ours}.blocks.\1.token_mixer.attn.\2"),
+                (block + r"token_mixer\.fc\.weight", rf"{ours}.blocks.\1.token_mixer.fc.weight"),
+            ]
+    return rules
+
+
+@register_official_converter(MetaFormer)
+def checkpoint_filter_official(state_dict: dict[str, torch.Tensor], model: MetaFormer) -> dict[str, torch.Tensor]:
+    """Rename the authors' PoolFormer / MetaFormer checkpoint (sail-sg/poolformer ``models/poolformer.py``,
+    ``models/metaformer.py``) to this module's names; the tensors are unchanged.
+
+    The official head normalises the last map before pooling (``head_style="official"``); the ``poolformer_*``
+    variants default to timm's head, which pools first and gives slightly different logits from the same weights
+    (see :class:`MetaFormerConfig`). Build with ``head_style="official"`` to run the authors' model exactly.
+    """
+    return rename_by_rules(state_dict, _official_rules(model.config), f"{model.config.name} (sail-sg/poolformer)")
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Named variants
