@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier
 from .layers import (
     ConvNormAct, InvertedResidual, TransformerEncoderLayer, check_count, check_image_batch, drop_path_rates,
@@ -260,6 +261,62 @@ def checkpoint_filter_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 register_timm_converter(("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), checkpoint_filter_timm)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (apple/ml-cvnets: mobilevit_xxs.pt, mobilevit_xs.pt, mobilevit_s.pt) -> ours
+# --------------------------------------------------------------------------------------------------------------------
+
+# cvnets wraps every conv in ConvLayer2d (``block.conv``, ``block.norm``, ``block.act``) and names a MobileNetV2
+# block's convs ``exp_1x1``, ``conv_3x3``, ``red_1x1`` (cvnets/layers/conv_layer.py, cvnets/modules/mobilenetv2.py).
+_CVNETS_CONV = (r"block\.conv\.weight", "conv.weight")
+_CVNETS_BN = (r"block\.norm\.(weight|bias|running_mean|running_var|num_batches_tracked)", r"bn.\1")
+_CVNETS_MV2 = {"exp_1x1": "expand", "conv_3x3": "depthwise", "red_1x1": "project"}
+# A TransformerEncoder (cvnets/modules/transformer.py): pre_norm_mha = (LayerNorm, MultiHeadAttention, Dropout),
+# pre_norm_ffn = (LayerNorm, Linear, act, Dropout, Linear, Dropout). The attention's qkv_proj is [q; k; v], each
+# split into heads in order, as ours (cvnets/layers/multi_head_attention.py); timm's cvnets-derived MobileCLIP
+# filter (timm/models/vision_transformer_hybrid.py, _convert_mobileclip) maps these names the same way.
+_CVNETS_TRANSFORMER = {
+    r"pre_norm_mha\.0": "norm1", r"pre_norm_mha\.1\.qkv_proj": "attn.qkv", r"pre_norm_mha\.1\.out_proj": "attn.proj",
+    r"pre_norm_ffn\.0": "norm2", r"pre_norm_ffn\.1": "mlp.fc1", r"pre_norm_ffn\.4": "mlp.fc2",
+}
+
+
+def _cvnets_conv_rules(official: str, ours: str) -> list[tuple[str, str]]:
+    """A cvnets ConvLayer2d (conv + BatchNorm) named ``official`` -> our ConvNormAct named ``ours``."""
+    return [(rf"{official}\.{pattern}", f"{ours}.{replacement}") for pattern, replacement in (_CVNETS_CONV, _CVNETS_BN)]
+
+
+def _cvnets_rules(config: MobileViTConfig) -> list[tuple[str, str]]:
+    rules = _cvnets_conv_rules(r"conv_1", "stem") + _cvnets_conv_rules(r"conv_1x1_exp", "final_conv")
+    rules.append((r"classifier\.fc\.(weight|bias)", r"fc.\1"))
+    # layer_1 .. layer_5 are our stages 0 .. 4; in layer_3 .. layer_5, block 0 is the strided MV2, block 1 the
+    # MobileViT block.
+    mv2_blocks = (1, config.stage2_blocks, 1, 1, 1)
+    for stage, blocks in enumerate(mv2_blocks):
+        for block in range(blocks):
+            for official, ours in _CVNETS_MV2.items():
+                rules += _cvnets_conv_rules(rf"layer_{stage + 1}\.{block}\.block\.{official}",
+                                            f"stages.{stage}.{block}.{ours}")
+    for stage, depth in zip((2, 3, 4), config.transformer_depths):
+        official, ours = rf"layer_{stage + 1}\.1", f"stages.{stage}.1"
+        rules += _cvnets_conv_rules(rf"{official}\.local_rep\.conv_3x3", f"{ours}.local_rep")
+        rules.append((rf"{official}\.local_rep\.conv_1x1\.block\.conv\.weight", f"{ours}.to_tokens.weight"))
+        for pattern, replacement in _CVNETS_TRANSFORMER.items():
+            rules.append((rf"{official}\.global_rep\.(\d+)\.{pattern}\.(weight|bias)",
+                          rf"{ours}.transformer.\1.{replacement}.\2"))
+        # global_rep ends with a LayerNorm after the ``depth`` encoder layers
+        rules.append((rf"{official}\.global_rep\.{depth}\.(weight|bias)", rf"{ours}.norm.\1"))
+        rules += _cvnets_conv_rules(rf"{official}\.conv_proj", f"{ours}.from_tokens")
+        rules += _cvnets_conv_rules(rf"{official}\.fusion", f"{ours}.fusion")
+    return rules
+
+
+@register_official_converter(MobileViT)
+def checkpoint_filter_cvnets(state_dict: dict[str, torch.Tensor], model: MobileViT) -> dict[str, torch.Tensor]:
+    """Rename the authors' MobileViT checkpoint (apple/ml-cvnets ``cvnets/models/classification/mobilevit.py``) to
+    this module's names; the tensors are unchanged (cvnets' linear layers store [out, in] like ``nn.Linear``)."""
+    return rename_by_rules(state_dict, _cvnets_rules(model.config), f"mobilevit_{model.config.name} (apple/ml-cvnets)")
 
 
 # --------------------------------------------------------------------------------------------------------------------

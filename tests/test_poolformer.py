@@ -322,7 +322,7 @@ def test_every_config_is_registered_and_every_poolformer_converts_from_timm():
     assert set(POOLFORMERS) <= set(lessons.timm_architectures())
 
 
-# ---------------------------------------------------------------------------------------------------- authors' checkpoints
+# ------------------------------------------------------------------------------------------- authors' checkpoints
 
 # The official models' flat `network` list (sail-sg/poolformer models/poolformer.py and models/metaformer.py, read at
 # commit a075575): per stage an optional AddPositionEmb, the blocks, then the PatchEmbed down to the next stage.
