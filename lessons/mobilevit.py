@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import register_official_converter, rename_by_rules
+from .contract import FeatureInfo, ImageClassifier
 from .layers import (
     ConvNormAct, InvertedResidual, TransformerEncoderLayer, check_count, check_image_batch, drop_path_rates,
 )
@@ -159,8 +161,13 @@ MOBILEVIT_CONFIGS: dict[str, MobileViTConfig] = {
 }
 
 
-class MobileViT(nn.Module):
-    """MobileViT for image classification: stem, five stages (output strides 2 .. 32), 1x1 conv, pool, linear."""
+class MobileViT(ImageClassifier):
+    """MobileViT for image classification: stem, five stages (output strides 2 .. 32), 1x1 conv, pool, linear.
+
+    Any input size works: a stage map whose sides are not multiples of the patch size is resized inside the block.
+    """
+
+    classifier_path = "fc"
 
     def __init__(
         self, config: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
@@ -195,13 +202,17 @@ class MobileViT(nn.Module):
             stages.append(nn.Sequential(mv2(in_chs, chs, 2), vit))
             in_chs = chs
         self.stages = nn.Sequential(*stages)
+        stage_channels = (c1, c2, *config.vit_channels)
+        self.feature_info = [
+            FeatureInfo(chs, 2 ** (i + 1), f"stages.{i}") for i, chs in enumerate(stage_channels)
+        ]
         self.final_conv = ConvNormAct(in_chs, config.final_channels, 1, act_layer=act)
         self.num_features = config.final_channels
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(config.final_channels, num_classes) if num_classes else nn.Identity()
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage: output strides 2, 4, 8, 16, 32 (stem included in the first)."""
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage (``feature_info``): output strides 2, 4, 8, 16, 32 (stem included in the first)."""
         check_image_batch(x, self.in_chans)
         outs = []
         x = self.stem(x)
@@ -212,15 +223,13 @@ class MobileViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk: image -> final feature map [B, final_channels, H/32, W/32]."""
-        return self.final_conv(self.forward_stages(x)[-1])
+        check_image_batch(x, self.in_chans)
+        return self.final_conv(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool, dropout, linear classifier."""
         x = self.head_drop(x.mean(dim=(2, 3)))
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create(variant: str, patch_sizes: tuple[int, int, int] | None = None, **kwargs) -> MobileViT:
@@ -255,29 +264,88 @@ register_timm_converter(("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"), checkp
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (apple/ml-cvnets: mobilevit_xxs.pt, mobilevit_xs.pt, mobilevit_s.pt) -> ours
+# --------------------------------------------------------------------------------------------------------------------
+
+# cvnets wraps every conv in ConvLayer2d (``block.conv``, ``block.norm``, ``block.act``) and names a MobileNetV2
+# block's convs ``exp_1x1``, ``conv_3x3``, ``red_1x1`` (cvnets/layers/conv_layer.py, cvnets/modules/mobilenetv2.py).
+_CVNETS_CONV = (r"block\.conv\.weight", "conv.weight")
+_CVNETS_BN = (r"block\.norm\.(weight|bias|running_mean|running_var|num_batches_tracked)", r"bn.\1")
+_CVNETS_MV2 = {"exp_1x1": "expand", "conv_3x3": "depthwise", "red_1x1": "project"}
+# A TransformerEncoder (cvnets/modules/transformer.py): pre_norm_mha = (LayerNorm, MultiHeadAttention, Dropout),
+# pre_norm_ffn = (LayerNorm, Linear, act, Dropout, Linear, Dropout). The attention's qkv_proj is [q; k; v], each
+# split into heads in order, as ours (cvnets/layers/multi_head_attention.py); timm's cvnets-derived MobileCLIP
+# filter (timm/models/vision_transformer_hybrid.py, _convert_mobileclip) maps these names the same way.
+_CVNETS_TRANSFORMER = {
+    r"pre_norm_mha\.0": "norm1", r"pre_norm_mha\.1\.qkv_proj": "attn.qkv", r"pre_norm_mha\.1\.out_proj": "attn.proj",
+    r"pre_norm_ffn\.0": "norm2", r"pre_norm_ffn\.1": "mlp.fc1", r"pre_norm_ffn\.4": "mlp.fc2",
+}
+
+
+def _cvnets_conv_rules(official: str, ours: str) -> list[tuple[str, str]]:
+    """A cvnets ConvLayer2d (conv + BatchNorm) named ``official`` -> our ConvNormAct named ``ours``."""
+    return [(rf"{official}\.{pattern}", f"{ours}.{replacement}") for pattern, replacement in (_CVNETS_CONV, _CVNETS_BN)]
+
+
+def _cvnets_rules(config: MobileViTConfig) -> list[tuple[str, str]]:
+    rules = _cvnets_conv_rules(r"conv_1", "stem") + _cvnets_conv_rules(r"conv_1x1_exp", "final_conv")
+    rules.append((r"classifier\.fc\.(weight|bias)", r"fc.\1"))
+    # layer_1 .. layer_5 are our stages 0 .. 4; in layer_3 .. layer_5, block 0 is the strided MV2, block 1 the
+    # MobileViT block.
+    mv2_blocks = (1, config.stage2_blocks, 1, 1, 1)
+    for stage, blocks in enumerate(mv2_blocks):
+        for block in range(blocks):
+            for official, ours in _CVNETS_MV2.items():
+                rules += _cvnets_conv_rules(rf"layer_{stage + 1}\.{block}\.block\.{official}",
+                                            f"stages.{stage}.{block}.{ours}")
+    for stage, depth in zip((2, 3, 4), config.transformer_depths):
+        official, ours = rf"layer_{stage + 1}\.1", f"stages.{stage}.1"
+        rules += _cvnets_conv_rules(rf"{official}\.local_rep\.conv_3x3", f"{ours}.local_rep")
+        rules.append((rf"{official}\.local_rep\.conv_1x1\.block\.conv\.weight", f"{ours}.to_tokens.weight"))
+        for pattern, replacement in _CVNETS_TRANSFORMER.items():
+            rules.append((rf"{official}\.global_rep\.(\d+)\.{pattern}\.(weight|bias)",
+                          rf"{ours}.transformer.\1.{replacement}.\2"))
+        # global_rep ends with a LayerNorm after the ``depth`` encoder layers
+        rules.append((rf"{official}\.global_rep\.{depth}\.(weight|bias)", rf"{ours}.norm.\1"))
+        rules += _cvnets_conv_rules(rf"{official}\.conv_proj", f"{ours}.from_tokens")
+        rules += _cvnets_conv_rules(rf"{official}\.fusion", f"{ours}.fusion")
+    return rules
+
+
+@register_official_converter(MobileViT)
+def checkpoint_filter_cvnets(state_dict: dict[str, torch.Tensor], model: MobileViT) -> dict[str, torch.Tensor]:
+    """Rename the authors' MobileViT checkpoint (apple/ml-cvnets ``cvnets/models/classification/mobilevit.py``) to
+    this module's names; the tensors are unchanged (cvnets' linear layers store [out, in] like ``nn.Linear``)."""
+    return rename_by_rules(state_dict, _cvnets_rules(model.config), f"mobilevit_{model.config.name} (apple/ml-cvnets)")
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Named variants
 # --------------------------------------------------------------------------------------------------------------------
 
 
+# ml-cvnets feeds images in [0, 1] without normalising them (timm's pretrained_cfg for mobilevit_*: mean 0, std 1);
+# any input size works (the block resizes maps that are not multiples of the patch), so size_divisor is 1.
 _CLS = dict(
     family="mobilevit", task="classification", input_size=(3, 256, 256), num_classes=1000, dataset="ImageNet-1k",
-    mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1],
+    mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1], size_divisor=1,
 )
+_OFFICIAL = "apple/ml-cvnets config/classification/imagenet/mobilevit.yaml with model.classification.mit.mode: {}"
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_OFFICIAL.format("xx_small"))
 def mobilevit_xxs(**kwargs) -> MobileViT:
-    """MobileViT-XXS: 1.3M parameters (paper Table 4 / §4.1)."""
+    """MobileViT-XXS: the smallest width, MV2 expansion 2 (cvnets mode ``xx_small``)."""
     return _create("xxs", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_OFFICIAL.format("x_small"))
 def mobilevit_xs(**kwargs) -> MobileViT:
-    """MobileViT-XS: 2.3M parameters."""
+    """MobileViT-XS: MV2 expansion 4 (cvnets mode ``x_small``)."""
     return _create("xs", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_OFFICIAL.format("small"))
 def mobilevit_s(**kwargs) -> MobileViT:
-    """MobileViT-S: 5.6M parameters."""
+    """MobileViT-S: the widest (cvnets mode ``small``)."""
     return _create("s", **kwargs)

@@ -25,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import register_official_converter, rename_by_rules
+from .contract import FeatureInfo, ImageClassifier
 from .layers import (
     ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, check_count, check_image_batch, drop_path_rates,
     output_size,
 )
-from .registry import register_model
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 from .timm_convert import register_timm_converter, rename_keys
 
 TokenMixerFactory = Callable[[int], nn.Module]
@@ -129,7 +131,7 @@ def make_token_mixer(
 ) -> TokenMixerFactory:
     """The callable ``dim -> nn.Module`` that fills the MetaFormer block's token-mixer slot.
 
-    ``"pooling"`` (PoolFormer, Eq. 4), ``"identity"`` (no token mixing at all: the ablation's 74.3% model),
+    ``"pooling"`` (PoolFormer, Eq. 4), ``"identity"`` (no token mixing at all, an ablation model),
     ``"attention"`` (a transformer) or ``"spatial_mlp"`` (an MLP-like model; needs ``spatial_size``).
     """
     if name not in TOKEN_MIXERS:
@@ -156,7 +158,7 @@ class GroupNorm1(nn.GroupNorm):
 
     The paper's "modified Layer Normalization" (official ``models/poolformer.py::GroupNorm``): a transformer's
     LayerNorm normalises each token over its channels only; this one pools the statistics over the whole feature
-    map. The ablation (§4.4) finds it 0.7% better than channel-only LayerNorm and 0.8% better than BatchNorm.
+    map. The ablation (§4.4) finds it better than both channel-only LayerNorm and BatchNorm.
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
@@ -325,7 +327,7 @@ class MetaFormerConfig:
     dims: tuple[int, int, int, int]
     mixers: tuple[str, str, str, str] = ("pooling",) * 4
     mlp_ratio: float = 4.0  # paper Table 1: 4 in every stage
-    pool_size: int = 3  # paper §4.4: 3, 5, 7 are alike; 9 loses 0.5%
+    pool_size: int = 3  # paper Table 1 / §4.4 (the ablation compares 3, 5, 7 and 9)
     layer_scale_init: float | None = 1e-5  # official: 1e-5 (S12, S24), 1e-6 (S36, M36, M48)
     norm: str = "group"
     pos_embed: tuple[bool, bool, bool, bool] = (False,) * 4
@@ -381,13 +383,16 @@ class MetaFormerConfig:
         return tuple(sizes)  # type: ignore[return-value]
 
 
-class MetaFormer(nn.Module):
+class MetaFormer(ImageClassifier):
     """MetaFormer for classification: stem, four stages of :class:`MetaFormerBlock`, norm, global mean, linear.
 
     PoolFormer is this network with the pooling mixer in every stage (paper Fig. 2); the ablation's models swap the
-    mixer of some stages. ``forward_features`` gives the last feature map (stride 32), ``forward_stages`` all four
-    (strides 4, 8, 16, 32, the maps the dense-prediction heads use), ``forward_head`` the logits.
+    mixer of some stages. ``forward_features`` gives the last feature map (stride 32), ``forward_intermediates`` all
+    four (strides 4, 8, 16, 32, the maps the dense-prediction heads use; ``feature_info``), ``forward_head`` the
+    logits.
     """
+
+    classifier_path = "fc"
 
     def __init__(
         self,
@@ -426,6 +431,10 @@ class MetaFormer(nn.Module):
             pos_embed = PositionEmbedding(dim, spatial) if config.pos_embed[i] else None
             stages.append(MetaFormerStage(downsample, blocks, pos_embed))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = [FeatureInfo(dim, 4 * 2**i, f"stages.{i}") for i, dim in enumerate(config.dims)]
+        # The trunk is initialised before the head is built, so its weights do not depend on num_classes: a model
+        # built with num_classes=0 and the same seed gives the same features as one with a classifier.
+        self.apply(self._init_weights)
 
         if config.head_style == "official":
             self.head_norm = norm_layer(self.num_features)  # applied to the [B, C, H, W] map
@@ -433,7 +442,7 @@ class MetaFormer(nn.Module):
             self.head_norm = nn.LayerNorm(self.num_features, eps=TIMM_HEAD_NORM_EPS)  # applied to the pooled [B, C]
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        self.apply(self._init_weights)
+        self._init_weights(self.fc)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -453,8 +462,8 @@ class MetaFormer(nn.Module):
                 f"{size}x{size} inputs, got {x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-1]}"
             )
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of each of the four stages (strides 4, 8, 16, 32)."""
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of each of the four stages (strides 4, 8, 16, 32; ``feature_info``)."""
         self._check_input(x)
         x = self.stem(x)
         outs = []
@@ -476,9 +485,6 @@ class MetaFormer(nn.Module):
             x = self.head_norm(x.mean(dim=(2, 3)))  # timm: mean, then LayerNorm over the C pooled values
         x = self.head_drop(x)
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -563,70 +569,139 @@ register_timm_converter(
 )
 
 # --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (sail-sg/poolformer: poolformer_s12.pth.tar ..., metaformer_*_s12*.pth.tar) -> ours
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def official_network_layout(config: MetaFormerConfig) -> list[tuple[str, int]]:
+    """What each entry ``network.<k>`` of the official model is, for a model built like ``config``.
+
+    The official ``PoolFormer``/``MetaFormer`` keep one flat ``nn.ModuleList``: per stage an optional position
+    embedding (``AddPositionEmb``, metaformer.py only), the stage's blocks, then the downsampling ``PatchEmbed`` to the
+    next stage. So ``network.1`` is a downsampling conv in PoolFormer but ``network.4`` is a position embedding in
+    ``metaformer_ppaa_s12_224``: the index means nothing without this layout.
+    """
+    layout = []
+    for stage in range(4):
+        if config.pos_embed[stage]:
+            layout.append(("pos_embed", stage))
+        layout.append(("blocks", stage))
+        if stage < 3:
+            layout.append(("downsample", stage + 1))
+    return layout
+
+
+_OFFICIAL_BLOCK_PARTS = r"(norm1|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+
+
+def _official_rules(config: MetaFormerConfig) -> list[tuple[str, str]]:
+    rules = [
+        (r"patch_embed\.proj\.(weight|bias)", r"stem.\1"),  # the 7x7 stride-4 stem (Eq. 1)
+        (r"norm\.(weight|bias)", r"head_norm.\1"),
+        (r"head\.(weight|bias)", r"fc.\1"),
+    ]
+    for k, (kind, stage) in enumerate(official_network_layout(config)):
+        ours = f"stages.{stage}"
+        if kind == "pos_embed":
+            rules.append((rf"network\.{k}\.pos_embed", f"{ours}.pos_embed.pos_embed"))
+        elif kind == "downsample":
+            rules.append((rf"network\.{k}\.proj\.(weight|bias)", rf"{ours}.downsample.\1"))
+        else:
+            block = rf"network\.{k}\.(\d+)\."
+            rules += [
+                (block + _OFFICIAL_BLOCK_PARTS, rf"{ours}.blocks.\1.\2.\3"),
+                (block + r"layer_scale_([12])", rf"{ours}.blocks.\1.layer_scale\2.scale"),
+                # metaformer.py's Attention (qkv without bias, proj with) and SpatialFc (no bias)
+                (block + r"token_mixer\.(qkv\.weight|proj\.weight|proj\.bias)",
+                 rf"{ours}.blocks.\1.token_mixer.attn.\2"),
+                (block + r"token_mixer\.fc\.weight", rf"{ours}.blocks.\1.token_mixer.fc.weight"),
+            ]
+    return rules
+
+
+@register_official_converter(MetaFormer)
+def checkpoint_filter_official(state_dict: dict[str, torch.Tensor], model: MetaFormer) -> dict[str, torch.Tensor]:
+    """Rename the authors' PoolFormer / MetaFormer checkpoint (sail-sg/poolformer ``models/poolformer.py``,
+    ``models/metaformer.py``) to this module's names; the tensors are unchanged.
+
+    The official head normalises the last map before pooling (``head_style="official"``); the ``poolformer_*``
+    variants default to timm's head, which pools first and gives slightly different logits from the same weights
+    (see :class:`MetaFormerConfig`). Build with ``head_style="official"`` to run the authors' model exactly.
+    """
+    return rename_by_rules(state_dict, _official_rules(model.config), f"{model.config.name} (sail-sg/poolformer)")
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Named variants
 # --------------------------------------------------------------------------------------------------------------------
 
 
+# The official pipelines (sail-sg/poolformer, timm's data config) normalise with ImageNet's mean and std; any input
+# size works for the pooling and identity models (size_divisor 1); the hybrids with a spatial MLP or a position
+# embedding accept only the img_size they were built for (224 by default).
 _CLS = dict(
     family="poolformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
 )
+_POOLFORMER = "sail-sg/poolformer models/poolformer.py::{}"
+_METAFORMER = "sail-sg/poolformer models/metaformer.py::{}"
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_POOLFORMER.format("poolformer_s12"))
 def poolformer_s12(**kwargs) -> MetaFormer:
-    """PoolFormer-S12: layers (2, 2, 6, 2), widths (64, 128, 320, 512); 12M parameters, 1.8G MACs (Table 1)."""
+    """PoolFormer-S12: layers (2, 2, 6, 2), widths (64, 128, 320, 512) (paper Table 1)."""
     return _create("poolformer_s12", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_POOLFORMER.format("poolformer_s24"))
 def poolformer_s24(**kwargs) -> MetaFormer:
-    """PoolFormer-S24: layers (4, 4, 12, 4); 21M parameters, 3.4G MACs."""
+    """PoolFormer-S24: layers (4, 4, 12, 4), widths (64, 128, 320, 512)."""
     return _create("poolformer_s24", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_POOLFORMER.format("poolformer_s36"))
 def poolformer_s36(**kwargs) -> MetaFormer:
-    """PoolFormer-S36: layers (6, 6, 18, 6), layer scale 1e-6; 31M parameters, 5.0G MACs."""
+    """PoolFormer-S36: layers (6, 6, 18, 6), widths (64, 128, 320, 512), layer scale 1e-6."""
     return _create("poolformer_s36", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_POOLFORMER.format("poolformer_m36"))
 def poolformer_m36(**kwargs) -> MetaFormer:
-    """PoolFormer-M36: layers (6, 6, 18, 6), widths (96, 192, 384, 768); 56M parameters, 8.8G MACs."""
+    """PoolFormer-M36: layers (6, 6, 18, 6), widths (96, 192, 384, 768), layer scale 1e-6."""
     return _create("poolformer_m36", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_POOLFORMER.format("poolformer_m48"))
 def poolformer_m48(**kwargs) -> MetaFormer:
-    """PoolFormer-M48: layers (8, 8, 24, 8), widths (96, 192, 384, 768); 73M parameters, 11.6G MACs."""
+    """PoolFormer-M48: layers (8, 8, 24, 8), widths (96, 192, 384, 768), layer scale 1e-6."""
     return _create("poolformer_m48", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_METAFORMER.format("metaformer_id_s12"))
 def metaformer_id_s12(**kwargs) -> MetaFormer:
-    """The S12 MetaFormer with identity token mixers: no mixing between positions at all (ablation, 74.3%)."""
+    """The S12 MetaFormer with identity token mixers: no mixing between positions at all (§4.4 ablation)."""
     return _create("metaformer_id_s12", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_METAFORMER.format("metaformer_pppa_s12_224"))
 def metaformer_pppa_s12(**kwargs) -> MetaFormer:
     """Hybrid S12: pooling in stages 1-3, attention in stage 4 (+ position embedding), for 224x224 inputs."""
     return _create("metaformer_pppa_s12", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_METAFORMER.format("metaformer_ppaa_s12_224"))
 def metaformer_ppaa_s12(**kwargs) -> MetaFormer:
-    """Hybrid S12: pooling in stages 1-2, attention in 3-4 (official ``metaformer_ppaa_s12_224``; 16.5M, 81.0%)."""
+    """Hybrid S12: pooling in stages 1-2, attention in 3-4 (+ position embedding at stage 3), for 224x224 inputs."""
     return _create("metaformer_ppaa_s12", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_METAFORMER.format("metaformer_pppf_s12_224"))
 def metaformer_pppf_s12(**kwargs) -> MetaFormer:
     """Hybrid S12: pooling in stages 1-3, a spatial MLP in stage 4, for 224x224 inputs."""
     return _create("metaformer_pppf_s12", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_METAFORMER.format("metaformer_ppff_s12_224"))
 def metaformer_ppff_s12(**kwargs) -> MetaFormer:
-    """Hybrid S12: pooling in stages 1-2, spatial MLPs in stages 3-4 (official ``metaformer_ppff_s12_224``)."""
+    """Hybrid S12: pooling in stages 1-2, spatial MLPs in stages 3-4, for 224x224 inputs."""
     return _create("metaformer_ppff_s12", **kwargs)

@@ -1,5 +1,7 @@
 """MetaFormer / PoolFormer: the token mixer, the norm, the block, the variants, timm's weights, and bad input."""
 
+import math
+
 import pytest
 import timm
 import torch
@@ -173,7 +175,7 @@ def test_exact_params_equal_timms(name):
 
 
 def test_stage_shapes_at_224():
-    outs = meta_model("poolformer_s12").forward_stages(torch.empty(1, 3, 224, 224, device="meta"))
+    outs = meta_model("poolformer_s12").forward_intermediates(torch.empty(1, 3, 224, 224, device="meta"))
     assert [tuple(o.shape[1:]) for o in outs] == [(64, 56, 56), (128, 28, 28), (320, 14, 14), (512, 7, 7)]
 
 
@@ -318,3 +320,169 @@ def test_fixed_size_parts_reject_other_input_sizes():
 def test_every_config_is_registered_and_every_poolformer_converts_from_timm():
     assert set(METAFORMER_CONFIGS) <= set(lessons.list_models())
     assert set(POOLFORMERS) <= set(lessons.timm_architectures())
+
+
+# ------------------------------------------------------------------------------------------- authors' checkpoints
+
+# The official models' flat `network` list (sail-sg/poolformer models/poolformer.py and models/metaformer.py, read at
+# commit a075575): per stage an optional AddPositionEmb, the blocks, then the PatchEmbed down to the next stage.
+POOLFORMER_NETWORK = ["blocks0", "down1", "blocks1", "down2", "blocks2", "down3", "blocks3"]
+OFFICIAL_NETWORK = {
+    **{name: POOLFORMER_NETWORK for name in POOLFORMERS + ["metaformer_id_s12", "metaformer_pppf_s12",
+                                                           "metaformer_ppff_s12"]},
+    "metaformer_pppa_s12": ["blocks0", "down1", "blocks1", "down2", "blocks2", "down3", "pos3", "blocks3"],
+    "metaformer_ppaa_s12": ["blocks0", "down1", "blocks1", "down2", "pos2", "blocks2", "down3", "blocks3"],
+}
+METAFORMERS = sorted(OFFICIAL_NETWORK)
+
+
+def official_poolformer_keys(name: str) -> dict[str, tuple[int, ...]]:
+    """Every key and shape of the official model's state dict, written out from the official classes:
+    PatchEmbed.proj (conv), PoolFormerBlock/MetaFormerBlock (norm1, token_mixer, norm2, mlp.fc1/fc2 as 1x1 convs,
+    layer_scale_1/2 as [dim] parameters), Attention (qkv without bias, proj), SpatialFc (fc without bias),
+    AddPositionEmb (pos_embed [1, dim, h, w]), the final `norm` and the `head` Linear."""
+    config = METAFORMER_CONFIGS[name]
+    dims, sides = config.dims, (56, 28, 14, 7)
+    keys = {"patch_embed.proj.weight": (dims[0], 3, 7, 7), "patch_embed.proj.bias": (dims[0],)}
+    for k, entry in enumerate(OFFICIAL_NETWORK[name]):
+        stage = int(entry[-1])
+        dim = dims[stage]
+        if entry.startswith("down"):
+            keys |= {f"network.{k}.proj.weight": (dim, dims[stage - 1], 3, 3), f"network.{k}.proj.bias": (dim,)}
+        elif entry.startswith("pos"):
+            keys[f"network.{k}.pos_embed"] = (1, dim, sides[stage], sides[stage])
+        else:
+            for j in range(config.depths[stage]):
+                block = f"network.{k}.{j}."
+                keys |= {block + "layer_scale_1": (dim,), block + "layer_scale_2": (dim,)}
+                keys |= {block + f"{norm}.{p}": (dim,) for norm in ("norm1", "norm2") for p in ("weight", "bias")}
+                mixer = config.mixers[stage]
+                if mixer == "attention":
+                    keys |= {block + "token_mixer.qkv.weight": (3 * dim, dim),
+                             block + "token_mixer.proj.weight": (dim, dim), block + "token_mixer.proj.bias": (dim,)}
+                elif mixer == "spatial_mlp":
+                    keys[block + "token_mixer.fc.weight"] = (sides[stage] ** 2, sides[stage] ** 2)
+                keys |= {block + "mlp.fc1.weight": (4 * dim, dim, 1, 1), block + "mlp.fc1.bias": (4 * dim,),
+                         block + "mlp.fc2.weight": (dim, 4 * dim, 1, 1), block + "mlp.fc2.bias": (dim,)}
+    return keys | {"norm.weight": (dims[3],), "norm.bias": (dims[3],), "head.weight": (1000, dims[3]),
+                   "head.bias": (1000,)}
+
+
+def official_poolformer_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Distinct random values with sensible scales (fan-in for weights, ~1 for norm weights and layer scales)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in official_poolformer_keys(name).items():
+        value = torch.randn(shape, generator=generator)
+        if len(shape) > 1 and not key.endswith("pos_embed"):
+            value = value * (math.prod(shape[1:]) ** -0.5)
+        elif key.endswith(("layer_scale_1", "layer_scale_2")) or ("norm" in key and key.endswith("weight")):
+            value = 1.0 + 0.1 * value
+        else:
+            value = 0.02 * value
+        out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("name", METAFORMERS)
+def test_every_official_checkpoint_loads_strictly_into_its_variant(name):
+    official = official_poolformer_state_dict(name)
+    model = lessons.create_model(name, checkpoint=official)
+    assert sum(p.numel() for p in model.state_dict().values()) == sum(v.numel() for v in official.values())
+    assert torch.equal(model.stem.weight, official["patch_embed.proj.weight"])
+
+
+# (official key -> our key) for every kind of tensor that shares a shape with a sibling: norm1/norm2 and their
+# weight/bias, the two layer scales, fc1/fc2 (and weight/bias), the downsampling convs of different stages, the
+# head norm vs the last stage's norms, qkv vs proj, the position embedding placed before a stage.
+ROLE_PAIRS = {
+    "poolformer_s12": [
+        ("network.0.1.norm1.weight", "stages.0.blocks.1.norm1.weight"),
+        ("network.0.1.norm1.bias", "stages.0.blocks.1.norm1.bias"),
+        ("network.0.1.norm2.weight", "stages.0.blocks.1.norm2.weight"),
+        ("network.4.5.layer_scale_1", "stages.2.blocks.5.layer_scale1.scale"),
+        ("network.4.5.layer_scale_2", "stages.2.blocks.5.layer_scale2.scale"),
+        ("network.6.0.mlp.fc1.weight", "stages.3.blocks.0.mlp.fc1.weight"),
+        ("network.6.0.mlp.fc2.weight", "stages.3.blocks.0.mlp.fc2.weight"),
+        ("network.6.1.mlp.fc2.bias", "stages.3.blocks.1.mlp.fc2.bias"),
+        ("network.1.proj.weight", "stages.1.downsample.weight"),
+        ("network.5.proj.bias", "stages.3.downsample.bias"),
+        ("norm.weight", "head_norm.weight"),
+        ("norm.bias", "head_norm.bias"),
+        ("head.weight", "fc.weight"),
+    ],
+    "metaformer_ppaa_s12": [
+        ("network.4.pos_embed", "stages.2.pos_embed.pos_embed"),
+        ("network.5.0.token_mixer.qkv.weight", "stages.2.blocks.0.token_mixer.attn.qkv.weight"),
+        ("network.5.3.token_mixer.proj.weight", "stages.2.blocks.3.token_mixer.attn.proj.weight"),
+        ("network.7.1.token_mixer.proj.bias", "stages.3.blocks.1.token_mixer.attn.proj.bias"),
+        ("network.6.proj.weight", "stages.3.downsample.weight"),
+        ("network.7.1.norm2.bias", "stages.3.blocks.1.norm2.bias"),
+    ],
+    "metaformer_pppa_s12": [
+        ("network.6.pos_embed", "stages.3.pos_embed.pos_embed"),
+        ("network.5.proj.weight", "stages.3.downsample.weight"),
+        ("network.7.0.token_mixer.qkv.weight", "stages.3.blocks.0.token_mixer.attn.qkv.weight"),
+    ],
+    "metaformer_ppff_s12": [
+        ("network.4.2.token_mixer.fc.weight", "stages.2.blocks.2.token_mixer.fc.weight"),
+        ("network.6.1.token_mixer.fc.weight", "stages.3.blocks.1.token_mixer.fc.weight"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROLE_PAIRS))
+def test_official_tensors_land_in_the_module_that_plays_their_role(name):
+    official = official_poolformer_state_dict(name)
+    ours = lessons.poolformer.checkpoint_filter_official(official, meta_model(name))
+    for official_key, our_key in ROLE_PAIRS[name]:
+        assert torch.equal(ours[our_key], official[official_key]), (official_key, our_key)
+
+
+@pytest.mark.parametrize("name", ["poolformer_s12", "poolformer_m36"])
+def test_official_checkpoint_gives_timms_outputs_when_both_use_timms_head(name):
+    """timm converts the same files with its own filter (timm.models.metaformer.checkpoint_filter_fn)."""
+    from timm.models.metaformer import checkpoint_filter_fn
+
+    official = official_poolformer_state_dict(name)
+    reference = timm.create_model(name, pretrained=False).eval()
+    reference.load_state_dict(checkpoint_filter_fn(dict(official), reference))
+    ours = lessons.create_model(name, checkpoint=official).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert expected.abs().max() > 0.5
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_official_head_style_takes_the_same_checkpoint():
+    official = official_poolformer_state_dict("poolformer_s12")
+    model = lessons.create_model("poolformer_s12", head_style="official", checkpoint=official, num_classes=1000)
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 64, 64))
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
+def test_a_checkpoint_of_another_variant_or_family_or_with_a_key_missing_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"poolformer_s12 \(sail-sg/poolformer models/poolformer.py::poolformer_s12\)"):
+        lessons.create_model("poolformer_s12", checkpoint=official_poolformer_state_dict("poolformer_s24"))
+    with pytest.raises(ValueError, match="another shape"):
+        lessons.create_model("poolformer_s36", checkpoint=official_poolformer_state_dict("poolformer_m36"))
+    with pytest.raises(ValueError, match="not keys of the official metaformer_ppaa_s12"):
+        lessons.create_model("metaformer_ppaa_s12", checkpoint=official_poolformer_state_dict("poolformer_s12"))
+    from helpers import official_state_dict
+
+    with pytest.raises(ValueError, match="another family"):
+        lessons.create_model("poolformer_s12", checkpoint=official_state_dict("topformer_tiny"))
+    official = official_poolformer_state_dict("poolformer_s12")
+    del official["network.2.1.mlp.fc1.bias"]
+    with pytest.raises(ValueError, match=r"missing, e.g. stages.1.blocks.1.mlp.fc1.bias"):
+        lessons.create_model("poolformer_s12", checkpoint=official)
+
+
+def test_a_truncated_checkpoint_file_says_to_download_it_again(tmp_path):
+    path = tmp_path / "poolformer_s12.pth.tar"
+    torch.save(official_poolformer_state_dict("poolformer_s12"), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="download it again"):
+        lessons.create_model("poolformer_s12", checkpoint=path)

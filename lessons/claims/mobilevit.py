@@ -11,7 +11,7 @@ Three counting rules meet in this file, and the chapter shows all three:
   reproduces timm's 0.42 / 1.05 / 2.03, and equals fvcore's own count of timm's model to the last multiply-add
   (checked once, outside the book, with fvcore 0.1.5 on timm 1.0.31 at 256, 224 and 200 pixels, attention not
   fused; with the fused kernel fvcore counts 0 for attention and gives 0.34 for XXS)
-  (:func:`lessons.measure.count_macs_fvcore`, cached here as :func:`fvcore_macs`);
+  (:func:`lessons.measure.count_macs_fvcore`, through the cached ``lessons.measure.model_count``);
 * the paper's own FLOPs (Table 3, MobileViT-XS only), whose counting rule the paper does not state.
 """
 
@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from ..layers import MultiHeadSelfAttention
-from ..measure import count_macs_fvcore
+from ..measure import InputSize, count_macs_fvcore, meta_model, model_count, on_meta
 from ..mobilevit import MobileViTBlock
-from ..registry import create_model
 from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 PAPER = "MobileViT (ICLR 2022)"
@@ -55,8 +54,7 @@ def norm_elements(name: str, input_size: tuple[int, ...]) -> Mapping[str, int]:
     of the bilinear resizes a MobileViT block makes when its feature map is not a multiple of the patch size (up
     before unfolding, back after folding; none at 256x256). Read-only, since the result is cached.
     """
-    with torch.device("meta"):
-        model = create_model(name).eval()
+    model = meta_model(name)
     counts = {"batchnorm": 0, "layernorm": 0, "bilinear": 0}
 
     def norm_hook(kind: str):
@@ -84,19 +82,9 @@ def norm_elements(name: str, input_size: tuple[int, ...]) -> Mapping[str, int]:
     return MappingProxyType(counts)
 
 
-@functools.lru_cache(maxsize=None)
-def fvcore_macs(name: str, input_size: tuple[int, ...] = (3, 256, 256)) -> int:
-    """MACs of model ``name`` by fvcore's rule (:func:`lessons.measure.count_macs_fvcore`; timm's published GMACs),
-    cached so the claims table counts each model once. It equals this book's conv + matmul count plus
-    2 x ``norm_elements(...)["batchnorm"]`` + 5 x ``["layernorm"]`` + 4 x ``["bilinear"]`` (tested)."""
-    with torch.device("meta"):
-        model = create_model(name)
-    return count_macs_fvcore(model, tuple(input_size))
-
-
-@functools.lru_cache(maxsize=None)
-def cvnets_rule_macs(name: str, input_size: tuple[int, ...] = (3, 256, 256)) -> int:
-    """MACs of model ``name`` under the rule of the official code's own profiler (cvnets-v0.1 ``profile_model``).
+def count_macs_cvnets(model: nn.Module, input_size: InputSize) -> int:
+    """MACs of ``model`` under the rule of the official code's own profiler (cvnets-v0.1 ``profile_model``); a
+    counter for :func:`lessons.measure.model_count`.
 
     Re-implemented from the ``profile_module`` methods of apple/ml-cvnets@cvnets-v0.1: a convolution costs
     k*k*C_in*C_out*(H//s)*(W//s)/groups (``layers/conv_layer.py``); a linear layer costs its weights *and biases* per
@@ -104,8 +92,6 @@ def cvnets_rule_macs(name: str, input_size: tuple[int, ...] = (3, 256, 256)) -> 
     N*N*d (``layers/multi_head_attention.py``: ``m_qk = seq_len * in_channels * in_channels``); norms,
     activations and pooling cost 0. Used only to show that the paper's 0.7G does not come from this rule either.
     """
-    with torch.device("meta"):
-        model = create_model(name).eval()
     total = 0
 
     def conv(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -124,16 +110,20 @@ def cvnets_rule_macs(name: str, input_size: tuple[int, ...] = (3, 256, 256)) -> 
         sequences, tokens, dim = inputs[0].shape
         total += 2 * sequences * tokens * dim * dim
 
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            module.register_forward_hook(conv)
-        elif isinstance(module, nn.Linear):
-            module.register_forward_hook(linear)
-        elif isinstance(module, MultiHeadSelfAttention):
-            module.register_forward_hook(attention)
-    size = (1, *input_size) if len(input_size) == 3 else tuple(input_size)
-    with torch.no_grad():
-        model(torch.empty(size, device="meta"))
+    with on_meta(model, input_size) as (meta, x):
+        hooks = []
+        for module in meta.modules():
+            if isinstance(module, nn.Conv2d):
+                hooks.append(module.register_forward_hook(conv))
+            elif isinstance(module, nn.Linear):
+                hooks.append(module.register_forward_hook(linear))
+            elif isinstance(module, MultiHeadSelfAttention):
+                hooks.append(module.register_forward_hook(attention))
+        try:
+            meta(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
     return total
 
 
@@ -141,7 +131,7 @@ def fvcore_claim(id: str, what: str, paper: float, model: str) -> Claim:
     """timm's GMACs at 256x256, checked against our count under fvcore's rule (printed with two decimals)."""
     return Claim(
         id, "mobilevit", TIMM, what, paper, "G", rounding_tolerance(2),
-        lambda: fvcore_macs(model, (3, 256, 256)) / 1e9,
+        lambda: model_count(model, (3, 256, 256), counter=count_macs_fvcore) / 1e9,
     )
 
 

@@ -10,12 +10,7 @@ shows both counts side by side.
 
 from __future__ import annotations
 
-import functools
-
-import torch
-
-from ..measure import count_macs_fvcore
-from ..registry import create_model
+from ..measure import count_macs_fvcore, model_count
 from .core import Claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "poolformer"
@@ -50,19 +45,11 @@ HYBRID_MACS_NOTE = (
 )
 
 
-@functools.lru_cache(maxsize=None)
-def fvcore_macs(name: str, input_size: tuple[int, ...] = INPUT) -> int:
-    """MACs of registered model ``name`` by fvcore's rule (built on meta: nothing is allocated)."""
-    with torch.device("meta"):
-        model = create_model(name)
-    return count_macs_fvcore(model, input_size)
-
-
 def fvcore_macs_claim(id: str, what: str, paper: float, model: str, source: str = README_MACS,
                       discrepancy: str | None = None) -> Claim:
     """A MACs number at 224x224 counted by fvcore's rule, checked to the one decimal the README printed."""
     return Claim(id, FAMILY, source, what, paper, "G", rounding_tolerance(1),
-                 lambda: fvcore_macs(model) / 1e9, discrepancy)
+                 lambda: model_count(model, INPUT, counter=count_macs_fvcore) / 1e9, discrepancy)
 
 
 def _claims() -> list[Claim]:
