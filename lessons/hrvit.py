@@ -888,10 +888,12 @@ def convert_official_checkpoint(state_dict: StateDict, model: nn.Module) -> Stat
     :func:`lessons.load_official` checks after renaming.
     """
     state_dict = _without_module_prefix(dict(state_dict))
-    is_seg_checkpoint = any(k.startswith("decode_head.") for k in state_dict)
+    # The two kinds of HRViT checkpoint, told apart by where the trunk sits (anything else fails in the renaming).
+    is_seg_checkpoint = any(k.startswith("backbone.features.") for k in state_dict)
+    is_cls_checkpoint = any(k.startswith("features.") for k in state_dict)
     num_modules = len(model.config.depths)
     if isinstance(model, HRViTSegmentation):
-        if not is_seg_checkpoint and any(k.startswith("head.") for k in state_dict):
+        if is_cls_checkpoint:
             raise ValueError(
                 "this is an HRViT ImageNet checkpoint (stem.*, features.*, head.*): load it into the classifier "
                 "hrvit_b*_cls, not into the segmenter"
