@@ -486,7 +486,8 @@ TRUNK_PAIRS = [
     ("features.5.branches.2.3.attn_norm.weight", "layers.2.stage.branches.2.3.attn_norm.weight"),
     ("features.5.branches.2.3.ffn_norm.weight", "layers.2.stage.branches.2.3.ffn_norm.weight"),
     # depthwise 3x3 kernels of one shape: the attention's conv path on V and the patch embedding's second conv
-    ("features.3.branches.1.0.attn.parallel_conv.1.weight", "layers.1.stage.branches.1.0.attn.parallel_conv.1.weight"),
+    ("features.3.branches.1.0.attn.parallel_conv.1.weight",
+     "layers.1.stage.branches.1.0.attn.parallel_conv.1.weight"),
     ("features.3.patch_embed.1.proj.1.weight", "layers.1.stage.patch_embed.1.proj.1.weight"),
     ("features.3.patch_embed.1.proj.0.weight", "layers.1.stage.patch_embed.1.proj.0.weight"),
     # MixCFN: the 3x3 half and the 5x5 half (biases of one shape), the two linears
