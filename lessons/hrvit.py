@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormAct, DropPath, Mlp, check_count, drop_path_rates, resize_to
+from .checkpoints import StateDict, register_official_converter, rename_by_rules
+from .contract import FeatureInfo, ImageClassifier, Segmenter
+from .layers import ConvNormAct, DropPath, Mlp, check_count, check_image_batch, drop_path_rates, resize_to
 from .measure import MmcvRules
-from .registry import register_model
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 Size = tuple[int, int]
 
@@ -607,25 +609,17 @@ class HRViTBackbone(nn.Module):
     def stages(self) -> list[HRViTStage]:
         return [layer.stage for layer in self.layers]
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a clear error for anything but a float batch [B, in_chans, H, W] with H, W multiples of 32."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"expected a batch [B, C, H, W], got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point image, got dtype {x.dtype}")
-        height, width = x.shape[2:]
-        if height % self.reduction or width % self.reduction:
-            raise ValueError(
-                f"input {height}x{width}: height and width must be multiples of {self.reduction} (the lowest branch "
-                f"is at 1/{self.reduction} and the fusion layers upsample by powers of two); e.g. 224 or 512"
-            )
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """The branch maps the backbone returns: channels, stride and the LayerNorm that ends each branch."""
+        last = len(self.layers) - 1
+        return [
+            FeatureInfo(c, 4 * 2**i, f"layers.{last}.stage.norms.{i}") for i, c in enumerate(self.out_channels)
+        ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.check_input(x)
+        # Sides must divide by the 1/32 branch's stride: the fusion layers upsample it onto the finer branches.
+        check_image_batch(x, self.in_chans, multiple_of=self.reduction)
         xs = [self.stem(x)]
         for layer in self.layers:
             xs = layer(xs)
@@ -691,8 +685,16 @@ class HRViTClassifier(nn.Module):
         return y if pre_logits else self.fc(y)
 
 
-class HRViT(nn.Module):
-    """HRViT for ImageNet classification: backbone (4 branches) + HRNet-style head."""
+class HRViT(ImageClassifier):
+    """HRViT for ImageNet classification: backbone (4 branches) + HRNet-style head (official ``HRViT``).
+
+    ``forward_features`` and ``forward_intermediates`` both return the four branch maps (strides 4 to 32): the head
+    reads all of them, so the trunk's output *is* its list of stage maps. ``num_classes=0`` leaves out the last
+    linear layer: ``forward`` then returns the 2048 pooled features.
+    """
+
+    classifier_path = "head.fc"
+    num_features = HRViTClassifier.num_features
 
     def __init__(
         self, config: HRViTConfig, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.1,
@@ -705,16 +707,18 @@ class HRViT(nn.Module):
         self.config, self.num_classes = config, num_classes
         self.backbone = HRViTBackbone(config, in_chans, drop_path_rate)
         self.head = HRViTClassifier(config.channels, num_classes, drop_rate)
+        self.feature_info = [f._replace(module=f"backbone.{f.module}") for f in self.backbone.feature_info]
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of the four branches (strides 4, 8, 16, 32)."""
         return self.backbone(x)
 
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four branch maps, described by ``feature_info`` (the same maps the head reads)."""
+        return self.forward_features(x)
+
     def forward_head(self, xs: Sequence[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
         return self.head(xs, pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -748,8 +752,14 @@ class SegFormerHead(nn.Module):
         return self.classify(self.drop(self.fuse(torch.cat(ys, dim=1))))
 
 
-class HRViTSegmentation(nn.Module):
-    """HRViT backbone + SegFormer head; logits are upsampled (bilinear) from 1/4 to the input size, as mmseg does."""
+class HRViTSegmentation(Segmenter):
+    """HRViT backbone + SegFormer head (official ``EncoderDecoder`` with ``hrvit_b*`` and ``SegformerHead``).
+
+    ``forward_features`` gives the four branch maps, ``forward_head`` the logits at 1/4; ``forward`` upsamples them
+    (bilinear) to the input size, as mmseg does.
+    """
+
+    logits_stride = 4
 
     def __init__(
         self, config: HRViTConfig, num_classes: int = 150, head_channels: int = 256, in_chans: int = 3,
@@ -761,6 +771,7 @@ class HRViTSegmentation(nn.Module):
         # The backbone's own widths: the official b2 config lists [48, 96, 192, 384] for a 240-channel third
         # branch, which cannot load; the widths the backbone makes are the only ones that run.
         self.decode_head = SegFormerHead(config.channels, head_channels, num_classes, drop_rate)
+        self.feature_info = [f._replace(module=f"backbone.{f.module}") for f in self.backbone.feature_info]
         self.backbone.apply(self._init_backbone)
 
     @staticmethod
@@ -777,11 +788,127 @@ class HRViTSegmentation(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the four branches (strides 4, 8, 16, 32), what the head reads."""
         return self.backbone(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.decode_head(self.forward_features(x))
-        return resize_to(logits, x.shape[2:])
+    def forward_head(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits at 1/4 of the input (the finest branch's resolution)."""
+        return self.decode_head(features)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (facebookresearch/HRViT): official names -> ours, by role
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _backbone_rules(src: str, dst: str, num_modules: int) -> list[tuple[str, str]]:
+    """Renaming rules for the official trunk under prefix ``src`` (``""`` or ``"backbone."``) to ours under ``dst``.
+
+    The official ``features`` is one ``nn.Sequential`` alternating fusion blocks (even indices) and stages (odd):
+    ``features.{2k}`` is our ``layers.{k}.fusion`` and ``features.{2k+1}`` our ``layers.{k}.stage``. Inside them:
+
+    - fusion ``blocks.{i}.{j}`` is the path from input branch j to output branch i, our ``paths.{i}.{j}`` (the
+      same Sequential layout: DWConv, BN, Conv 1x1, BN going down; Conv 1x1, BN, Upsample going up);
+    - attention ``to_qkv`` is our ``qkv``: one Linear(C -> 2C) whose first C outputs are q and last C are v (the
+      shared key), in both codes, so the tensor is taken as it is; ``to_out.0`` is ``proj``, ``attn_bn`` is
+      ``norm``; the horizontal and vertical halves of the cross-shaped attention are channel halves of these same
+      tensors, not separate parameters;
+    - MixCFN's ``conv.conv_3`` (3x3 on the first channel half) and ``conv.conv_5`` (5x5 on the second) are our
+      ``conv.conv3`` and ``conv.conv5``;
+    - the stage's ``norm.{i}`` (LayerNorm ending branch i) is our ``norms.{i}``.
+    """
+    p, q = src.replace(".", r"\."), dst
+    rules = [
+        (rf"{p}stem\.conv1\.(weight|bias)", rf"{q}stem.0.conv.\1"),
+        (rf"{p}stem\.bn1\.(\w+)", rf"{q}stem.0.bn.\1"),
+        (rf"{p}stem\.conv2\.(weight|bias)", rf"{q}stem.1.conv.\1"),
+        (rf"{p}stem\.bn2\.(\w+)", rf"{q}stem.1.bn.\1"),
+    ]
+    block = r"branches\.(\d+)\.(\d+)"
+    for k in range(num_modules):
+        fusion, stage = rf"{p}features\.{2 * k}", rf"{p}features\.{2 * k + 1}"
+        ours = f"{q}layers.{k}"
+        rules += [
+            (rf"{fusion}\.blocks\.(\d+)\.(\d+)\.([0-3])\.(\w+)", rf"{ours}.fusion.paths.\1.\2.\3.\4"),
+            (rf"{stage}\.patch_embed\.(\d+)\.(proj\.[01]|norm)\.(weight|bias)",
+             rf"{ours}.stage.patch_embed.\1.\2.\3"),
+            (rf"{stage}\.{block}\.attn\.to_qkv\.(weight|bias)", rf"{ours}.stage.branches.\1.\2.attn.qkv.\3"),
+            (rf"{stage}\.{block}\.attn\.to_out\.0\.(weight|bias)", rf"{ours}.stage.branches.\1.\2.attn.proj.\3"),
+            (rf"{stage}\.{block}\.attn\.attn_bn\.(\w+)", rf"{ours}.stage.branches.\1.\2.attn.norm.\3"),
+            (rf"{stage}\.{block}\.attn\.parallel_conv\.1\.(weight|bias)",
+             rf"{ours}.stage.branches.\1.\2.attn.parallel_conv.1.\3"),
+            (rf"{stage}\.{block}\.ffn\.conv\.conv_([35])\.(weight|bias)",
+             rf"{ours}.stage.branches.\1.\2.ffn.conv.conv\3.\4"),
+            (rf"{stage}\.{block}\.(attn_norm|ffn_norm|ffn\.fc1|ffn\.fc2|des\.proj_left|des\.proj_right)"
+             r"\.(weight|bias)", rf"{ours}.stage.branches.\1.\2.\3.\4"),
+            (rf"{stage}\.norm\.(\d+)\.(weight|bias)", rf"{ours}.stage.norms.\1.\2"),
+        ]
+    return rules
+
+
+# The HRNet classification head (official ``HRViTClassifier``): ``incre_modules.{i}.0`` is the Bottleneck widening
+# branch i (conv1/bn1 .. conv3/bn3, ``downsample`` its projected shortcut), ``downsamp_modules.{i}`` the stride-2
+# conv from the running sum at branch i to branch i+1, ``final_layer`` the 1x1 conv to 2048, ``classifier`` the fc.
+_CLS_HEAD_RULES = [
+    (r"head\.incre_modules\.(\d+)\.0\.conv([123])\.weight", r"head.widen.\1.conv\2.conv.weight"),
+    (r"head\.incre_modules\.(\d+)\.0\.bn([123])\.(\w+)", r"head.widen.\1.conv\2.bn.\3"),
+    (r"head\.incre_modules\.(\d+)\.0\.downsample\.0\.weight", r"head.widen.\1.shortcut.conv.weight"),
+    (r"head\.incre_modules\.(\d+)\.0\.downsample\.1\.(\w+)", r"head.widen.\1.shortcut.bn.\2"),
+    (r"head\.downsamp_modules\.(\d+)\.0\.(weight|bias)", r"head.downsample.\1.conv.\2"),
+    (r"head\.downsamp_modules\.(\d+)\.1\.(\w+)", r"head.downsample.\1.bn.\2"),
+    (r"head\.final_layer\.0\.(weight|bias)", r"head.final.conv.\1"),
+    (r"head\.final_layer\.1\.(\w+)", r"head.final.bn.\1"),
+    (r"head\.classifier\.(weight|bias)", r"head.fc.\1"),
+]
+
+# mmseg's ``SegformerHead``: ``convs.{i}`` is the linear map of branch i (a ConvModule without norm and activation:
+# a biased 1x1 conv), ``fusion_conv`` the 1x1 conv + BN over the concatenation, ``conv_seg`` the classifier.
+_SEG_HEAD_RULES = [
+    (r"decode_head\.convs\.(\d+)\.conv\.(weight|bias)", r"decode_head.linear.\1.\2"),
+    (r"decode_head\.fusion_conv\.conv\.weight", r"decode_head.fuse.conv.weight"),
+    (r"decode_head\.fusion_conv\.bn\.(\w+)", r"decode_head.fuse.bn.\1"),
+    (r"decode_head\.conv_seg\.(weight|bias)", r"decode_head.classify.\1"),
+]
+
+
+def _without_module_prefix(state_dict: StateDict) -> StateDict:
+    """A checkpoint saved from a DistributedDataParallel wrapper prefixes every key with ``module.``."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k.removeprefix("module."): v for k, v in state_dict.items()}
+    return state_dict
+
+
+@register_official_converter(HRViT, HRViTSegmentation)
+def convert_official_checkpoint(state_dict: StateDict, model: nn.Module) -> StateDict:
+    """The authors' checkpoint as a state dict of ``model`` (renamed by role; no tensor changes layout).
+
+    ImageNet checkpoints (``models/hrvit.py``, ``HRViT_b*_224``: ``stem.*``, ``features.*``, ``head.*``) load into
+    :class:`HRViT` (``hrvit_b*_cls``); ADE20K ones (mmseg's ``EncoderDecoder``: ``backbone.*``, ``decode_head.*``)
+    into :class:`HRViTSegmentation` (``hrvit_b*``). Which variant it is shows in the shapes, which
+    :func:`lessons.load_official` checks after renaming.
+    """
+    state_dict = _without_module_prefix(dict(state_dict))
+    # The two kinds of HRViT checkpoint, told apart by where the trunk sits (anything else fails in the renaming).
+    is_seg_checkpoint = any(k.startswith("backbone.features.") for k in state_dict)
+    is_cls_checkpoint = any(k.startswith("features.") for k in state_dict)
+    num_modules = len(model.config.depths)
+    if isinstance(model, HRViTSegmentation):
+        if is_cls_checkpoint:
+            raise ValueError(
+                "this is an HRViT ImageNet checkpoint (stem.*, features.*, head.*): load it into the classifier "
+                "hrvit_b*_cls, not into the segmenter"
+            )
+        rules = _backbone_rules("backbone.", "backbone.", num_modules) + _SEG_HEAD_RULES
+        source = "HRViT segmentation (mmseg EncoderDecoder with SegformerHead)"
+    else:
+        if is_seg_checkpoint:
+            raise ValueError(
+                "this is an HRViT segmentation checkpoint (backbone.*, decode_head.*): load it into the segmenter "
+                "hrvit_b* (e.g. hrvit_b1), not into the classifier"
+            )
+        rules = _backbone_rules("", "backbone.", num_modules) + _CLS_HEAD_RULES
+        source = "HRViT ImageNet classifier (models/hrvit.py)"
+    return rename_by_rules(state_dict, rules, source)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -865,47 +992,54 @@ def _create_seg(variant: str, **kwargs) -> HRViTSegmentation:
     return HRViTSegmentation(make_config(variant, **overrides), **model_kwargs)
 
 
+# Both official pipelines normalise with ImageNet's mean and std (timm's IMAGENET_DEFAULT_* in models/hrvit.py;
+# mmseg's ADE20K img_norm_cfg 123.675/58.395 ...); sides must be multiples of 32 (see HRViTBackbone).
 _SEG = dict(
     family="hrvit", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
-    size_divisor=32,
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=32,
 )
 _CLS = dict(
     family="hrvit", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
-    size_divisor=32,
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=32,
 )
 
 
-@register_model(**_CLS)
+_CLS_OFFICIAL = "facebookresearch/HRViT models/hrvit.py HRViT_{}_224"
+_SEG_OFFICIAL = "facebookresearch/HRViT segmentation/configs/hrvit/segformer_hrvit_{}_512x512_ade20k_160k.py"
+
+
+@register_model(**_CLS, official=_CLS_OFFICIAL.format("b1"))
 def hrvit_b1_cls(**kwargs) -> HRViT:
-    """HRViT-b1 for ImageNet: 19.7M parameters, 2.7G FLOPs at 224 (official README)."""
+    """HRViT-b1 for ImageNet: branches of 32, 64, 128 and 256 channels, HRNet-style head."""
     return _create_cls("b1", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_OFFICIAL.format("b2"))
 def hrvit_b2_cls(**kwargs) -> HRViT:
-    """HRViT-b2 for ImageNet: 32.5M parameters, 5.1G FLOPs at 224 (official README)."""
+    """HRViT-b2 for ImageNet: branches of 48, 96, 240 and 384 channels, HRNet-style head."""
     return _create_cls("b2", **kwargs)
 
 
-@register_model(**_CLS)
+@register_model(**_CLS, official=_CLS_OFFICIAL.format("b3"))
 def hrvit_b3_cls(**kwargs) -> HRViT:
-    """HRViT-b3 for ImageNet: 37.9M parameters, 5.7G FLOPs at 224 (official README)."""
+    """HRViT-b3 for ImageNet: branches of 64, 128, 256 and 512 channels, HRNet-style head."""
     return _create_cls("b3", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_OFFICIAL.format("b1"))
 def hrvit_b1(**kwargs) -> HRViTSegmentation:
-    """HRViT-b1 + SegFormer head (256 channels) for ADE20K: 8.2M parameters, 14.6G FLOPs at 512 (README)."""
+    """HRViT-b1 + SegFormer head (256 channels) for ADE20K (150 classes)."""
     return _create_seg("b1", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_OFFICIAL.format("b2"))
 def hrvit_b2(**kwargs) -> HRViTSegmentation:
-    """HRViT-b2 + SegFormer head (256 channels) for ADE20K: 20.8M parameters, 28.0G FLOPs at 512 (README)."""
+    """HRViT-b2 + SegFormer head (256 channels) for ADE20K; decoder inputs are the backbone's widths (see
+    :class:`HRViTSegmentation`)."""
     return _create_seg("b2", **kwargs)
 
 
-@register_model(**_SEG)
+@register_model(**_SEG, official=_SEG_OFFICIAL.format("b3"))
 def hrvit_b3(**kwargs) -> HRViTSegmentation:
-    """HRViT-b3 + SegFormer head (768 channels) for ADE20K: 28.7M parameters, 67.9G FLOPs at 512 (README)."""
+    """HRViT-b3 + SegFormer head (768 channels) for ADE20K (150 classes)."""
     return _create_seg("b3", **kwargs)

@@ -23,6 +23,7 @@ from lessons.hrvit import (
     MixConv,
     OverlapPatchEmbed,
     TokenMlp,
+    convert_official_checkpoint,
     fusion_path,
     kronecker_factor,
     make_config,
@@ -30,7 +31,7 @@ from lessons.hrvit import (
     stripe_attention_macs,
 )
 from lessons.measure import MmcvFlopCounter, count_params
-from helpers import meta_model
+from helpers import meta_model, official_keys, official_state_dict
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
@@ -299,7 +300,7 @@ def test_fusion_layer_sums_paths_then_gelu():
 @pytest.mark.parametrize("variant", ["b1", "b2", "b3"])
 def test_stage_and_branch_layout(variant):
     config = HRVIT_CONFIGS[variant]
-    backbone = meta_model(f"hrvit_{variant}").backbone
+    backbone = meta_model(f"hrvit_{variant}_cls").backbone
     assert len(backbone.stages) == 6
     assert [len(s.branches) for s in backbone.stages] == [1, 2, 3, 3, 4, 4]
     for stage, depths in zip(backbone.stages, config.depths):
@@ -313,7 +314,7 @@ def test_stage_and_branch_layout(variant):
 
 
 def test_b1_forward_shapes():
-    model = lessons.create_model("hrvit_b1").eval()
+    model = lessons.create_model("hrvit_b1_cls").eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -326,18 +327,18 @@ def test_b1_forward_shapes():
 
 
 def test_segmentation_model_returns_full_size_logits_and_uses_the_backbone_widths():
-    model = lessons.create_model("hrvit_b1_seg", num_classes=7).eval()
+    model = lessons.create_model("hrvit_b1", num_classes=7).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7, 64, 64)
-    b2 = meta_model("hrvit_b2_seg")
+    b2 = meta_model("hrvit_b2")
     assert [conv.in_channels for conv in b2.decode_head.linear] == [48, 96, 240, 384]  # not the config's 192
-    assert meta_model("hrvit_b3_seg").decode_head.classify.in_channels == 768
+    assert meta_model("hrvit_b3").decode_head.classify.in_channels == 768
 
 
 def test_segmentation_variants_use_the_configs_stochastic_depth():
-    rates = [b.drop_path.drop_prob for b in blocks_of(meta_model("hrvit_b2_seg"))]
+    rates = [b.drop_path.drop_prob for b in blocks_of(meta_model("hrvit_b2"))]
     assert min(rates) == 0.0 and max(rates) == pytest.approx(0.2)  # segformer_hrvit_b2_...: drop_path_rate=0.2
-    assert max(b.drop_path.drop_prob for b in blocks_of(meta_model("hrvit_b2"))) == 0.0
+    assert max(b.drop_path.drop_prob for b in blocks_of(meta_model("hrvit_b2_cls"))) == 0.0
 
 
 # Counted by running the official models/hrvit.py (facebookresearch/HRViT 6a63b5b) with torch 2.x.
@@ -346,47 +347,47 @@ OFFICIAL_PARAMS = {"b1": 19_685_152, "b2": 32_486_408, "b3": 37_870_304}
 
 @pytest.mark.parametrize("variant", ["b1", "b2", "b3"])
 def test_parameter_counts_equal_the_official_models(variant):
-    assert count_params(meta_model(f"hrvit_{variant}")) == OFFICIAL_PARAMS[variant]
+    assert count_params(meta_model(f"hrvit_{variant}_cls")) == OFFICIAL_PARAMS[variant]
 
 
 def test_ablation_switches_change_exactly_what_they_should():
-    base = meta_model("hrvit_b1")
+    base = meta_model("hrvit_b1_cls")
     blocks = blocks_of(base)
     dims = [b.attn.dim for b in blocks]
     base_params = count_params(base)
 
-    indep = meta_model("hrvit_b1", shared_kv=False)
+    indep = meta_model("hrvit_b1_cls", shared_kv=False)
     assert all(b.attn.qkv.out_features == 3 * b.attn.dim for b in blocks_of(indep))
     assert count_params(indep) - base_params == sum(c * c + c for c in dims)  # one C x C key projection per block
 
-    no_conv = meta_model("hrvit_b1", parallel_conv=False)
+    no_conv = meta_model("hrvit_b1_cls", parallel_conv=False)
     assert count_params(base) - count_params(no_conv) == sum(9 * c + c for c in dims)
 
-    no_bn = meta_model("hrvit_b1", extra_act_bn=False)
+    no_bn = meta_model("hrvit_b1_cls", extra_act_bn=False)
     assert all(b.attn.norm is None and isinstance(b.attn.act, nn.Identity) for b in blocks_of(no_bn))
     assert base_params - count_params(no_bn) == sum(2 * c for c in dims)
 
-    no_des = meta_model("hrvit_b1", des=False)
+    no_des = meta_model("hrvit_b1_cls", des=False)
     assert base_params - count_params(no_des) == sum(count_params(b.des) for b in blocks)
 
-    mlp = meta_model("hrvit_b1", mix_cfn=False)
+    mlp = meta_model("hrvit_b1_cls", mix_cfn=False)
     assert all(isinstance(b.ffn, TokenMlp) for b in blocks_of(mlp))
     assert base_params - count_params(mlp) == sum(count_params(b.ffn.conv) for b in blocks)
 
-    overlap = meta_model("hrvit_b1", overlap_patch_embed=True)
+    overlap = meta_model("hrvit_b1_cls", overlap_patch_embed=True)
     embeds = [e for s in overlap.backbone.stages for e in s.patch_embed]
     assert all(isinstance(e, OverlapPatchEmbed) for e in embeds)
     extra = sum(8 * e.proj.in_channels * e.proj.out_channels - 10 * e.proj.out_channels for e in embeds)
     assert count_params(overlap) - base_params == extra  # 9*Cin*C + C instead of (Cin*C + C) + (9C + C)
 
-    sparse = meta_model("hrvit_b1", dense_fusion=False)
+    sparse = meta_model("hrvit_b1_cls", dense_fusion=False)
     assert all(abs(i - int(j)) <= 1 for f in sparse.backbone.fusions for i, p in enumerate(f.paths) for j in p)
     assert count_params(sparse) < base_params
 
 
 def test_attention_counted_by_shape_equals_the_exact_matmul_count():
     with torch.device("meta"):
-        model = lessons.create_model("hrvit_b1").eval()
+        model = lessons.create_model("hrvit_b1_cls").eval()
     size = (1, 3, 96, 96)  # maps 24, 12, 6, 3: windows of 7 need padding
     counter = FlopCounterMode(display=False)
     with MmcvFlopCounter(model, MMCV_RULES) as hooks, counter, torch.no_grad():
@@ -400,7 +401,8 @@ def test_attention_counted_by_shape_equals_the_exact_matmul_count():
 
 def test_registered_names():
     assert lessons.list_models("hrvit_*") == [
-        "hrvit_b1", "hrvit_b1_seg", "hrvit_b2", "hrvit_b2_seg", "hrvit_b3", "hrvit_b3_seg"]
+        "hrvit_b1", "hrvit_b1_cls", "hrvit_b2", "hrvit_b2_cls", "hrvit_b3", "hrvit_b3_cls"]
+    assert lessons.list_models(family="hrvit", task="segmentation") == ["hrvit_b1", "hrvit_b2", "hrvit_b3"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ def test_registered_names():
 
 
 def test_bad_inputs_raise_clear_errors():
-    model = lessons.create_model("hrvit_b1").eval()
+    model = lessons.create_model("hrvit_b1_cls").eval()
     with pytest.raises(ValueError, match="3 input channels, got 1"):
         model(torch.randn(1, 1, 64, 64))
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -441,15 +443,191 @@ def test_bad_configs_raise_clear_errors(overrides, message):
 
 def test_unknown_names_and_fields():
     with pytest.raises(TypeError, match="shared_key"):
-        lessons.create_model("hrvit_b1", shared_key=False)
+        lessons.create_model("hrvit_b1_cls", shared_key=False)
     with pytest.raises(TypeError, match="unknown HRViTConfig field"):
         make_config("b1", shared_key=False)
     with pytest.raises(ValueError, match="unknown HRViT variant"):
         make_config("b4")
     with pytest.raises(ValueError, match="in_chans"):
-        lessons.create_model("hrvit_b1", in_chans=0)
+        lessons.create_model("hrvit_b1_cls", in_chans=0)
     with pytest.raises(ValueError, match="even"):
         MixConv(7)
     with pytest.raises(ValueError, match="keeps the branches or adds one"):
         FusionLayer((8, 16), (8, 16, 32, 64))
     assert isinstance(HRViTConfig("x", (8, 16), ((1,), (1, 1)), 4, (2, 2), windows=(1, 2)), HRViTConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The authors' checkpoints (facebookresearch/HRViT): key lists in tests/data/official_keys
+# --------------------------------------------------------------------------------------------------------------------
+
+# official key list -> the registered model it loads into
+OFFICIAL_VARIANTS = {
+    **{f"hrvit_{v}_cls": f"hrvit_{v}_cls" for v in ("b1", "b2", "b3")},
+    **{f"hrvit_{v}_seg_segformerhead_ade20k": f"hrvit_{v}" for v in ("b1", "b2", "b3")},
+}
+
+# Official trunk key -> ours (without the "backbone." both carry in a segmentation checkpoint), chosen where tensors
+# share a shape with a sibling of another role. features.{2k} is fusion k, features.{2k+1} stage k.
+TRUNK_PAIRS = [
+    ("stem.conv1.weight", "stem.0.conv.weight"),
+    ("stem.conv2.bias", "stem.1.conv.bias"),
+    ("stem.bn1.weight", "stem.0.bn.weight"),  # BN scale, shift and statistics: four tensors of one shape
+    ("stem.bn1.bias", "stem.0.bn.bias"),
+    ("stem.bn1.running_mean", "stem.0.bn.running_mean"),
+    ("stem.bn1.running_var", "stem.0.bn.running_var"),
+    ("stem.bn2.running_var", "stem.1.bn.running_var"),
+    # attention: q and v in one projection (q first, v = k second, in both codes); output projection; its BN
+    ("features.1.branches.0.0.attn.to_qkv.weight", "layers.0.stage.branches.0.0.attn.qkv.weight"),
+    ("features.1.branches.0.0.attn.to_qkv.bias", "layers.0.stage.branches.0.0.attn.qkv.bias"),
+    ("features.5.branches.2.3.attn.to_out.0.weight", "layers.2.stage.branches.2.3.attn.proj.weight"),
+    ("features.5.branches.2.3.attn.attn_bn.weight", "layers.2.stage.branches.2.3.attn.norm.weight"),
+    ("features.5.branches.2.3.attn.attn_bn.running_var", "layers.2.stage.branches.2.3.attn.norm.running_var"),
+    ("features.5.branches.2.3.attn_norm.weight", "layers.2.stage.branches.2.3.attn_norm.weight"),
+    ("features.5.branches.2.3.ffn_norm.weight", "layers.2.stage.branches.2.3.ffn_norm.weight"),
+    # depthwise 3x3 kernels of one shape: the attention's conv path on V and the patch embedding's second conv
+    ("features.3.branches.1.0.attn.parallel_conv.1.weight",
+     "layers.1.stage.branches.1.0.attn.parallel_conv.1.weight"),
+    ("features.3.patch_embed.1.proj.1.weight", "layers.1.stage.patch_embed.1.proj.1.weight"),
+    ("features.3.patch_embed.1.proj.0.weight", "layers.1.stage.patch_embed.1.proj.0.weight"),
+    # MixCFN: the 3x3 half and the 5x5 half (biases of one shape), the two linears
+    ("features.7.branches.2.5.ffn.conv.conv_3.bias", "layers.3.stage.branches.2.5.ffn.conv.conv3.bias"),
+    ("features.7.branches.2.5.ffn.conv.conv_5.bias", "layers.3.stage.branches.2.5.ffn.conv.conv5.bias"),
+    ("features.7.branches.2.5.ffn.conv.conv_5.weight", "layers.3.stage.branches.2.5.ffn.conv.conv5.weight"),
+    ("features.7.branches.2.5.ffn.fc1.weight", "layers.3.stage.branches.2.5.ffn.fc1.weight"),
+    ("features.7.branches.2.5.ffn.fc2.weight", "layers.3.stage.branches.2.5.ffn.fc2.weight"),
+    # DES: the p x p and the C/p x C/p factors (both 8 x 8 for b1's 64-channel branch)
+    ("features.3.branches.1.0.des.proj_right.weight", "layers.1.stage.branches.1.0.des.proj_right.weight"),
+    ("features.3.branches.1.0.des.proj_left.weight", "layers.1.stage.branches.1.0.des.proj_left.weight"),
+    # the LayerNorm ending each branch of a stage
+    ("features.11.norm.0.weight", "layers.5.stage.norms.0.weight"),
+    ("features.11.norm.3.bias", "layers.5.stage.norms.3.bias"),
+    ("features.11.branches.3.1.attn.to_qkv.weight", "layers.5.stage.branches.3.1.attn.qkv.weight"),
+    # fusion: the path j -> i is blocks.{i}.{j}; down = DWConv, BN, Conv1x1, BN; up = Conv1x1, BN, Upsample
+    ("features.2.blocks.1.0.0.weight", "layers.1.fusion.paths.1.0.0.weight"),  # the new branch 1, made from 0
+    ("features.10.blocks.1.2.0.weight", "layers.5.fusion.paths.1.2.0.weight"),  # up 2 -> 1
+    ("features.10.blocks.2.1.2.weight", "layers.5.fusion.paths.2.1.2.weight"),  # down 1 -> 2
+    ("features.10.blocks.1.0.1.running_mean", "layers.5.fusion.paths.1.0.1.running_mean"),  # down 0 -> 1, first BN
+    ("features.10.blocks.1.0.3.running_mean", "layers.5.fusion.paths.1.0.3.running_mean"),  # ... second BN
+    ("features.10.blocks.1.2.1.running_mean", "layers.5.fusion.paths.1.2.1.running_mean"),  # up 2 -> 1, its BN
+    ("features.10.blocks.0.3.0.bias", "layers.5.fusion.paths.0.3.0.bias"),  # up 3 -> 0
+    ("features.10.blocks.3.0.0.weight", "layers.5.fusion.paths.3.0.0.weight"),  # down 0 -> 3: DWConv 9x9 stride 8
+]
+CLS_HEAD_PAIRS = [
+    ("head.incre_modules.0.0.conv1.weight", "head.widen.0.conv1.conv.weight"),
+    ("head.incre_modules.0.0.conv3.weight", "head.widen.0.conv3.conv.weight"),
+    ("head.incre_modules.2.0.bn2.running_var", "head.widen.2.conv2.bn.running_var"),
+    ("head.incre_modules.1.0.bn3.bias", "head.widen.1.conv3.bn.bias"),  # same shape as the shortcut's BN
+    ("head.incre_modules.1.0.downsample.1.bias", "head.widen.1.shortcut.bn.bias"),
+    ("head.incre_modules.3.0.downsample.0.weight", "head.widen.3.shortcut.conv.weight"),
+    ("head.downsamp_modules.2.0.weight", "head.downsample.2.conv.weight"),
+    ("head.downsamp_modules.0.1.running_mean", "head.downsample.0.bn.running_mean"),
+    ("head.final_layer.0.bias", "head.final.conv.bias"),  # conv bias and BN shift: both [2048]
+    ("head.final_layer.1.bias", "head.final.bn.bias"),
+    ("head.classifier.weight", "head.fc.weight"),
+]
+SEG_HEAD_PAIRS = [
+    ("decode_head.convs.0.conv.weight", "decode_head.linear.0.weight"),
+    ("decode_head.convs.1.conv.bias", "decode_head.linear.1.bias"),  # every branch's bias is [channels]
+    ("decode_head.convs.3.conv.bias", "decode_head.linear.3.bias"),
+    ("decode_head.fusion_conv.conv.weight", "decode_head.fuse.conv.weight"),
+    ("decode_head.fusion_conv.bn.weight", "decode_head.fuse.bn.weight"),
+    ("decode_head.fusion_conv.bn.running_var", "decode_head.fuse.bn.running_var"),
+    ("decode_head.conv_seg.bias", "decode_head.classify.bias"),
+]
+
+
+def role_pairs(official: str) -> list[tuple[str, str]]:
+    if official.endswith("_cls"):
+        return [(o, f"backbone.{ours}") for o, ours in TRUNK_PAIRS] + CLS_HEAD_PAIRS
+    return [(f"backbone.{o}", f"backbone.{ours}") for o, ours in TRUNK_PAIRS] + SEG_HEAD_PAIRS
+
+
+def empty_model(name: str) -> nn.Module:
+    """Registered model ``name`` with uninitialised CPU storage (building is instant; loading fills it)."""
+    return meta_model(name).to_empty(device="cpu")
+
+
+@pytest.mark.parametrize("official,name", OFFICIAL_VARIANTS.items())
+def test_official_checkpoint_loads_strictly_and_every_tensor_lands_by_role(official, name):
+    checkpoint = official_state_dict(official)
+    model = lessons.load_official(empty_model(name), checkpoint)
+    ours = model.state_dict()
+    assert len(ours) == len(checkpoint) == len(official_keys(official)["keys"])
+    for official_key, our_key in role_pairs(official):
+        assert torch.equal(ours[our_key], checkpoint[official_key]), (official_key, our_key)
+    # no transform anywhere: every official tensor arrives unchanged, each in exactly one place
+    converted = convert_official_checkpoint(checkpoint, model)
+    assert sorted(id(t) for t in converted.values()) == sorted(id(t) for t in checkpoint.values())
+
+
+def test_shared_key_value_projection_keeps_q_first_and_v_second():
+    checkpoint = official_state_dict("hrvit_b1_cls")
+    model = lessons.load_official(empty_model("hrvit_b1_cls"), checkpoint)
+    attn = model.backbone.layers[0].stage.branches[0][0].attn
+    weight = checkpoint["features.1.branches.0.0.attn.to_qkv.weight"]  # official: q, v = to_qkv(x).chunk(2)
+    bias = checkpoint["features.1.branches.0.0.attn.to_qkv.bias"]
+    x = torch.randn(1, 4, 32)
+    q, k, v = attn.project(x)
+    torch.testing.assert_close(q, x @ weight[:32].T + bias[:32])
+    torch.testing.assert_close(v, x @ weight[32:].T + bias[32:])
+    assert k is v
+
+
+@pytest.mark.parametrize("name", ["hrvit_b1_cls", "hrvit_b1"])
+def test_converted_model_runs_to_finite_outputs(name):
+    official = next(o for o, n in OFFICIAL_VARIANTS.items() if n == name)
+    checkpoint = official_state_dict(official, seed=1)
+    for key, tensor in checkpoint.items():
+        if key.endswith("running_var"):
+            checkpoint[key] = tensor.abs() + 0.5  # a variance is positive
+        elif tensor.is_floating_point():
+            checkpoint[key] = tensor * 0.1
+    model = lessons.create_model(name, checkpoint=checkpoint).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    assert out.shape == ((1, 1000) if name.endswith("_cls") else (1, 150, 64, 64))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("official,name", [
+    ("hrvit_b1_cls", "hrvit_b2_cls"), ("hrvit_b3_cls", "hrvit_b1_cls"),
+    ("hrvit_b1_seg_segformerhead_ade20k", "hrvit_b3"), ("hrvit_b3_seg_segformerhead_ade20k", "hrvit_b2"),
+])
+def test_checkpoint_of_another_variant_is_refused_naming_the_model(official, name):
+    with pytest.raises(ValueError, match=rf"does not fit {name} \(facebookresearch/HRViT"):
+        lessons.load_official(meta_model(name), official_state_dict(official))
+
+
+def test_checkpoint_of_the_other_task_is_refused_with_the_model_to_use():
+    with pytest.raises(ValueError, match="ImageNet checkpoint.*hrvit_b\\*_cls"):
+        lessons.load_official(meta_model("hrvit_b1"), official_state_dict("hrvit_b1_cls"))
+    with pytest.raises(ValueError, match="segmentation checkpoint.*segmenter"):
+        lessons.load_official(meta_model("hrvit_b1_cls"), official_state_dict("hrvit_b1_seg_segformerhead_ade20k"))
+
+
+@pytest.mark.parametrize("name", ["hrvit_b1", "hrvit_b1_cls"])
+def test_checkpoint_of_another_family_is_refused(name):
+    with pytest.raises(ValueError, match="not keys of the official HRViT"):
+        lessons.load_official(meta_model(name), official_state_dict("topformer_tiny"))
+
+
+def test_checkpoint_with_a_missing_tensor_is_refused():
+    checkpoint = official_state_dict("hrvit_b1_seg_segformerhead_ade20k")
+    del checkpoint["backbone.features.9.branches.2.4.attn.to_qkv.bias"]
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) missing.*layers\.4\.stage\.branches\.2\.4\.attn\.qkv\.bias"):
+        lessons.load_official(meta_model("hrvit_b1"), checkpoint)
+
+
+def test_checkpoint_saved_from_a_distributed_wrapper_loads():
+    checkpoint = {f"module.{k}": v for k, v in official_state_dict("hrvit_b1_cls").items()}
+    model = lessons.load_official(empty_model("hrvit_b1_cls"), {"state_dict": checkpoint})
+    assert torch.equal(model.head.fc.bias, checkpoint["module.head.classifier.bias"])
+
+
+def test_truncated_checkpoint_file_asks_for_a_new_download(tmp_path):
+    path = tmp_path / "hrvit_b1_ade20k.pth"
+    torch.save({"meta": {}, "state_dict": official_state_dict("hrvit_b1_seg_segformerhead_ade20k")}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="download it again"):
+        lessons.create_model("hrvit_b1", checkpoint=path)

@@ -9,8 +9,8 @@ uncounted (the official models are built with SyncBN, which mmcv's table does no
 counted *once* -- as if only one of its two products were charged. We register both: the exact count as a
 documented discrepancy, and the reconstructed rule (:class:`lessons.measure.MmcvFlopCounter` with
 :data:`lessons.hrvit.MMCV_RULES`, ``total(count_batchnorm=False, extra_counts={"attention_product": 1})``) as the
-claim that checks the README. The rule is our
-reconstruction; the repository ships no FLOPs script.
+claim that checks the README (:data:`README_FLOPS`, counted through ``lessons.measure.model_count``). The rule is
+our reconstruction; the repository ships no FLOPs script.
 
 The ablation's cost columns (seed 002) are measured on HRViT-b1 with the SegFormer head for Cityscapes
 (19 classes) at 512x512, the size at which the README reports its Cityscapes FLOPs, by flipping one switch of
@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import functools
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from ..hrvit import MMCV_RULES
-from ..measure import MmcvFlopCounter, count_params
-from ..registry import create_model
-from .core import Claim, register_claims, rounding_tolerance
+from ..measure import count_mmcv_flops, model_count, model_params
+from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "hrvit"
 README_CLS = "HRViT README, ImageNet table (224x224)"
@@ -45,124 +41,99 @@ INDEPENDENT_KV_PARAMS = (
     "model must differ from the released b1 config in a way the text does not say"
 )
 
+# Counters for lessons.measure.model_count (module constants, so its cache recognises them).
+MMCV_FLOPS = functools.partial(count_mmcv_flops, rules=MMCV_RULES)
+"""mmcv's module rules as they are (mmseg's ``tools/get_flops.py`` on a model built with plain BatchNorm)."""
+README_FLOPS = functools.partial(
+    count_mmcv_flops, rules=MMCV_RULES, count_batchnorm=False, extra_counts={"attention_product": 1},
+)
+"""The rule that reproduces HRViT's README: mmcv's rules, BatchNorm (SyncBN) uncounted, the attention counted once."""
+COUNTERS = {"exact": None, "mmcv": MMCV_FLOPS, "readme": README_FLOPS}  # None: model_count's exact count_macs
+
+# The paper's numbers (official README): variant -> (ImageNet params M, ImageNet GFLOPs at 224,
+# ADE20K params M, ADE20K GFLOPs at 512), and b1 with the Cityscapes head (19 classes): params M, GFLOPs at 512.
+README = {
+    "b1": (19.7, 2.7, 8.2, 14.6),
+    "b2": (32.5, 5.1, 20.8, 28.0),
+    "b3": (37.9, 5.7, 28.7, 67.9),
+}
+README_CITYSCAPES_B1 = (8.1, 14.1)
+
 CITYSCAPES = dict(num_classes=19)  # the ablation reports Cityscapes mIoU
 ABLATION_SIZE = (3, 512, 512)
 
 
-def _freeze(kwargs: dict) -> tuple:
-    return tuple(sorted(kwargs.items()))
-
-
-def costs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> dict[str, int]:
-    """Parameters and three FLOPs counts of registered model ``name`` from one forward pass on ``meta``:
-
-    ``exact`` multiply-adds (``FlopCounterMode`` / 2, as ``lessons.measure.count_macs``), ``mmcv`` (mmcv's module
-    rules as they are) and ``readme`` (mmcv's rules, BatchNorm uncounted, attention counted once). ``frozen_kwargs``
-    are the model's keyword arguments as sorted ``(name, value)`` pairs. Cached: each model is counted once.
-    """
-    return _costs(name, tuple(input_size), tuple(sorted(frozen_kwargs)))
-
-
-@functools.lru_cache(maxsize=None)
-def _costs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple) -> dict[str, int]:
-    with torch.device("meta"):
-        model = create_model(name, **dict(frozen_kwargs)).eval()
-    exact = FlopCounterMode(display=False)
-    with MmcvFlopCounter(model, MMCV_RULES) as hooks, exact, torch.no_grad():
-        model(torch.empty((1, *input_size), device="meta"))
-    return {
-        "params": count_params(model),
-        "exact": int(exact.get_total_flops()) // 2,
-        "mmcv": hooks.total(),
-        "readme": hooks.total(count_batchnorm=False, extra_counts={"attention_product": 1}),
-    }
-
-
-def exact_gmacs(name: str, input_size: tuple[int, ...], **kwargs) -> float:
-    return costs(name, tuple(input_size), _freeze(kwargs))["exact"] / 1e9
-
-
-def readme_gflops(name: str, input_size: tuple[int, ...], **kwargs) -> float:
-    return costs(name, tuple(input_size), _freeze(kwargs))["readme"] / 1e9
-
-
-def params_m(name: str, input_size: tuple[int, ...], **kwargs) -> float:
-    """Parameters in millions, from the same (cached) model as the FLOPs claims: one build per model."""
-    return costs(name, tuple(input_size), _freeze(kwargs))["params"] / 1e6
-
-
-def _params_claim(id: str, source: str, what: str, paper: float, name: str, input_size: tuple[int, ...],
-                  **kwargs) -> Claim:
-    return Claim(id, FAMILY, source, what, paper, "M", rounding_tolerance(1),
-                 functools.partial(params_m, name, input_size, **kwargs))
+def cost(name: str, input_size: tuple[int, ...], quantity: str, **kwargs) -> int:
+    """``quantity`` of registered model ``name`` built with ``kwargs``: "params", or multiply-adds / FLOPs counted
+    "exact" (``count_macs``), "mmcv" (:data:`MMCV_FLOPS`) or "readme" (:data:`README_FLOPS`); cached by
+    ``lessons.measure``."""
+    if quantity == "params":
+        return model_params(name, **kwargs)
+    if quantity not in COUNTERS:
+        raise ValueError(f"quantity must be 'params' or one of {list(COUNTERS)}, got {quantity!r}")
+    return model_count(name, input_size, COUNTERS[quantity], **kwargs)
 
 
 def ablation_change(switch: dict, quantity: str) -> float:
     """Percent change of ``quantity`` ("params", or FLOPs counted "exact", "mmcv" or "readme") when HRViT-b1
     (Cityscapes head, 512x512) is built with ``switch`` (e.g. ``{"shared_kv": False}``); negative = it saves."""
-    base = costs("hrvit_b1_seg", ABLATION_SIZE, _freeze(CITYSCAPES))[quantity]
-    changed = costs("hrvit_b1_seg", ABLATION_SIZE, _freeze({**CITYSCAPES, **switch}))[quantity]
+    base = cost("hrvit_b1", ABLATION_SIZE, quantity, **CITYSCAPES)
+    changed = cost("hrvit_b1", ABLATION_SIZE, quantity, **CITYSCAPES, **switch)
     return 100.0 * (changed / base - 1.0)
 
 
-def _flops_claims(variant: str, seg: bool, paper: float) -> list[Claim]:
-    name = f"hrvit_{variant}_seg" if seg else f"hrvit_{variant}"
-    size = (3, 512, 512) if seg else (3, 224, 224)
-    task, source = ("ADE20K", README_SEG) if seg else ("ImageNet", README_CLS)
-    label = f"HRViT-{variant} {task} FLOPs at {size[1]}"
-    return [
-        Claim(f"hrvit.{variant}.{task.lower()}.flops_readme_rule", FAMILY, source,
-              f"{label} (mmcv rules, no BN, attention once)", paper, "G", rounding_tolerance(1),
-              functools.partial(readme_gflops, name, size)),
-        Claim(f"hrvit.{variant}.{task.lower()}.macs_exact", FAMILY, source, f"{label} (exact multiply-adds)", paper,
-              "G", rounding_tolerance(1), functools.partial(exact_gmacs, name, size), discrepancy=EXACT_RULE),
+def _readme_claims(variant: str, cls_params: float, cls_flops: float, seg_params: float,
+                   seg_flops: float) -> list[Claim]:
+    claims = [
+        params_claim(f"hrvit.{variant}.imagenet.params", FAMILY, README_CLS, f"HRViT-{variant} ImageNet parameters",
+                     cls_params, f"hrvit_{variant}_cls"),
+        params_claim(f"hrvit.{variant}.ade20k.params", FAMILY, README_SEG,
+                     f"HRViT-{variant} + SegFormer head parameters (150 classes)", seg_params, f"hrvit_{variant}"),
     ]
+    for name, size, task, source, paper in (
+        (f"hrvit_{variant}_cls", (3, 224, 224), "imagenet", README_CLS, cls_flops),
+        (f"hrvit_{variant}", (3, 512, 512), "ade20k", README_SEG, seg_flops),
+    ):
+        label = f"HRViT-{variant} {'ImageNet' if task == 'imagenet' else 'ADE20K'} FLOPs at {size[1]}"
+        claims += [
+            macs_claim(f"hrvit.{variant}.{task}.flops_readme_rule", FAMILY, source,
+                       f"{label} (mmcv rules, no BN, attention once)", paper, name, size, counter=README_FLOPS),
+            macs_claim(f"hrvit.{variant}.{task}.macs_exact", FAMILY, source, f"{label} (exact multiply-adds)", paper,
+                       name, size, discrepancy=EXACT_RULE),
+        ]
+    return claims
 
-
-_README = {  # variant: (ImageNet params M, ImageNet GFLOPs, ADE20K params M, ADE20K GFLOPs)
-    "b1": (19.7, 2.7, 8.2, 14.6),
-    "b2": (32.5, 5.1, 20.8, 28.0),
-    "b3": (37.9, 5.7, 28.7, 67.9),
-}
-
-_claims: list[Claim] = []
-for _variant, (_cls_params, _cls_flops, _seg_params, _seg_flops) in _README.items():
-    _claims += [
-        _params_claim(f"hrvit.{_variant}.imagenet.params", README_CLS, f"HRViT-{_variant} ImageNet parameters",
-                      _cls_params, f"hrvit_{_variant}", (3, 224, 224)),
-        _params_claim(f"hrvit.{_variant}.ade20k.params", README_SEG,
-                      f"HRViT-{_variant} + SegFormer head parameters (150 classes)", _seg_params,
-                      f"hrvit_{_variant}_seg", (3, 512, 512)),
-        *_flops_claims(_variant, False, _cls_flops),
-        *_flops_claims(_variant, True, _seg_flops),
-    ]
-
-_claims += [  # the ablation's base model: HRViT-b1 with the Cityscapes head
-    _params_claim("hrvit.b1.cityscapes.params", README_CITY, "HRViT-b1 + SegFormer head parameters (19 classes)",
-                  8.1, "hrvit_b1_seg", ABLATION_SIZE, **CITYSCAPES),
-    Claim("hrvit.b1.cityscapes.flops_readme_rule", FAMILY, README_CITY,
-          "HRViT-b1 Cityscapes FLOPs at 512 (mmcv rules, no BN, attention once)", 14.1, "G", rounding_tolerance(1),
-          functools.partial(readme_gflops, "hrvit_b1_seg", ABLATION_SIZE, **CITYSCAPES)),
-]
 
 _HALF_POINT = rounding_tolerance(0)  # "+9%" was printed as a whole number of percent
-_claims += [
-    Claim("hrvit.ablation.independent_kv.params", FAMILY, SEED,
-          "HRViT-b1: independent key and value, extra parameters", 9.0, "%", _HALF_POINT,
-          functools.partial(ablation_change, {"shared_kv": False}, "params"), discrepancy=INDEPENDENT_KV_PARAMS),
-    Claim("hrvit.ablation.independent_kv.flops", FAMILY, SEED,
-          "HRViT-b1: independent key and value, extra FLOPs (README rule)", 4.0, "%", _HALF_POINT,
-          functools.partial(ablation_change, {"shared_kv": False}, "readme")),
-    Claim("hrvit.ablation.overlap_patch_embed.params", FAMILY, SEED,
-          "HRViT-b1: overlapping conv patch embedding, extra parameters", 22.0, "%", _HALF_POINT,
-          functools.partial(ablation_change, {"overlap_patch_embed": True}, "params")),
-    Claim("hrvit.ablation.overlap_patch_embed.flops", FAMILY, SEED,
-          "HRViT-b1: overlapping conv patch embedding, extra FLOPs (README rule)", 17.0, "%", _HALF_POINT,
-          functools.partial(ablation_change, {"overlap_patch_embed": True}, "readme")),
-    # "saves under 1%": the interval (-1%, 0%] written as -0.5% +- 0.5%
-    Claim("hrvit.ablation.sparse_fusion.flops", FAMILY, SEED,
-          "HRViT-b1: sparse instead of dense fusion, FLOPs change (paper: saves < 1%)", -0.5, "%", 0.5,
-          functools.partial(ablation_change, {"dense_fusion": False}, "readme")),
-]
 
-register_claims(_claims)
+
+def _ablation(id: str, what: str, paper: float, switch: dict, quantity: str, tolerance: float = _HALF_POINT,
+              discrepancy: str | None = None) -> Claim:
+    return Claim(id, FAMILY, SEED, what, paper, "%", tolerance, functools.partial(ablation_change, switch, quantity),
+                 discrepancy)
+
+
+register_claims([
+    *(claim for variant, numbers in README.items() for claim in _readme_claims(variant, *numbers)),
+    # the ablation's base model: HRViT-b1 with the Cityscapes head
+    params_claim("hrvit.b1.cityscapes.params", FAMILY, README_CITY,
+                 "HRViT-b1 + SegFormer head parameters (19 classes)", README_CITYSCAPES_B1[0], "hrvit_b1",
+                 **CITYSCAPES),
+    macs_claim("hrvit.b1.cityscapes.flops_readme_rule", FAMILY, README_CITY,
+               "HRViT-b1 Cityscapes FLOPs at 512 (mmcv rules, no BN, attention once)", README_CITYSCAPES_B1[1],
+               "hrvit_b1", ABLATION_SIZE, counter=README_FLOPS, **CITYSCAPES),
+    _ablation("hrvit.ablation.independent_kv.params", "HRViT-b1: independent key and value, extra parameters", 9.0,
+              {"shared_kv": False}, "params", discrepancy=INDEPENDENT_KV_PARAMS),
+    _ablation("hrvit.ablation.independent_kv.flops", "HRViT-b1: independent key and value, extra FLOPs (README rule)",
+              4.0, {"shared_kv": False}, "readme"),
+    _ablation("hrvit.ablation.overlap_patch_embed.params",
+              "HRViT-b1: overlapping conv patch embedding, extra parameters", 22.0, {"overlap_patch_embed": True},
+              "params"),
+    _ablation("hrvit.ablation.overlap_patch_embed.flops",
+              "HRViT-b1: overlapping conv patch embedding, extra FLOPs (README rule)", 17.0,
+              {"overlap_patch_embed": True}, "readme"),
+    # "saves under 1%": the interval (-1%, 0%] written as -0.5% +- 0.5%
+    _ablation("hrvit.ablation.sparse_fusion.flops",
+              "HRViT-b1: sparse instead of dense fusion, FLOPs change (paper: saves < 1%)", -0.5,
+              {"dense_fusion": False}, "readme", tolerance=0.5),
+])
