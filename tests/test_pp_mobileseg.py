@@ -264,8 +264,7 @@ def test_model_predict_goes_through_vim_at_inference():
 def test_label_predictor_wraps_any_segmenter(name):
     lessons.seed_everything(0)
     model = lessons.create_model(name, num_classes=40).eval()
-    if not isinstance(model, Segmenter):  # pragma: no cover - only before every family keeps the contract
-        pytest.skip(f"{type(model).__name__} is not yet a lessons.contract.Segmenter on this branch")
+    assert isinstance(model, Segmenter)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         logits = model.forward_logits(x)
