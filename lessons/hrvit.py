@@ -34,7 +34,7 @@ from .checkpoints import StateDict, register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier, Segmenter
 from .layers import ConvNormAct, DropPath, Mlp, check_count, check_image_batch, drop_path_rates, resize_to
 from .measure import MmcvRules
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
 Size = tuple[int, int]
 
@@ -994,14 +994,8 @@ def _create_seg(variant: str, **kwargs) -> HRViTSegmentation:
 
 # Both official pipelines normalise with ImageNet's mean and std (timm's IMAGENET_DEFAULT_* in models/hrvit.py;
 # mmseg's ADE20K img_norm_cfg 123.675/58.395 ...); sides must be multiples of 32 (see HRViTBackbone).
-_SEG = dict(
-    family="hrvit", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=32,
-)
-_CLS = dict(
-    family="hrvit", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=32,
-)
+_SEG = ade20k_segmenter("hrvit", size_divisor=32)
+_CLS = imagenet_classifier("hrvit", size_divisor=32)
 
 
 _CLS_OFFICIAL = "facebookresearch/HRViT models/hrvit.py HRViT_{}_224"

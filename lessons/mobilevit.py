@@ -22,7 +22,7 @@ from .contract import FeatureInfo, ImageClassifier
 from .layers import (
     ConvNormAct, InvertedResidual, TransformerEncoderLayer, check_count, check_image_batch, drop_path_rates,
 )
-from .registry import NO_NORMALIZATION, register_model
+from .registry import NO_NORMALIZATION, imagenet_classifier, register_model
 from .timm_convert import register_timm_converter, rename_keys
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -326,10 +326,7 @@ def checkpoint_filter_cvnets(state_dict: dict[str, torch.Tensor], model: MobileV
 
 # ml-cvnets feeds images in [0, 1] without normalising them (timm's pretrained_cfg for mobilevit_*: mean 0, std 1);
 # any input size works (the block resizes maps that are not multiples of the patch), so size_divisor is 1.
-_CLS = dict(
-    family="mobilevit", task="classification", input_size=(3, 256, 256), num_classes=1000, dataset="ImageNet-1k",
-    mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1], size_divisor=1,
-)
+_CLS = imagenet_classifier("mobilevit", input_size=(3, 256, 256), mean=NO_NORMALIZATION[0], std=NO_NORMALIZATION[1])
 _OFFICIAL = "apple/ml-cvnets config/classification/imagenet/mobilevit.yaml with model.classification.mit.mode: {}"
 
 

@@ -31,7 +31,7 @@ from .layers import (
     ConvMlp, DropPath, LayerScale, MultiHeadSelfAttention, check_count, check_image_batch, drop_path_rates,
     output_size,
 )
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .registry import imagenet_classifier, register_model
 from .timm_convert import register_timm_converter, rename_keys
 
 TokenMixerFactory = Callable[[int], nn.Module]
@@ -639,10 +639,7 @@ def checkpoint_filter_official(state_dict: dict[str, torch.Tensor], model: MetaF
 # The official pipelines (sail-sg/poolformer, timm's data config) normalise with ImageNet's mean and std; any input
 # size works for the pooling and identity models (size_divisor 1); the hybrids with a spatial MLP or a position
 # embedding accept only the img_size they were built for (224 by default).
-_CLS = dict(
-    family="poolformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
-)
+_CLS = imagenet_classifier("poolformer")
 _POOLFORMER = "sail-sg/poolformer models/poolformer.py::{}"
 _METAFORMER = "sail-sg/poolformer models/metaformer.py::{}"
 

@@ -32,7 +32,7 @@ from .contract import FeatureInfo, Segmenter
 from .layers import (
     ActLayer, ConvBN, ConvNormAct, check_count, check_image_batch, init_mobile_weights, resize_to, row_stages,
 )
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .registry import ade20k_segmenter, register_model
 from .seaformer import FusionBlock, run_pyramid, sea_transformer_stages
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -704,10 +704,7 @@ def convert_official_pp_mobileseg(state_dict: StateDict, model: PPMobileSeg) -> 
 # std, on RGB images scaled to [0, 1] (PaddleSeg's Normalize divides by 255; its *default* would be 0.5, 0.5).
 # Any input side of at least 32 runs (strided attention and AAM resize to their inputs' sizes): size_divisor 1. The
 # val pipeline rounds sides to multiples of 32 (`Resize: size_divisor: 32`), a choice of the pipeline, not a need.
-_SEG = dict(
-    family="pp_mobileseg", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
-)
+_SEG = ade20k_segmenter("pp_mobileseg")
 _CONFIGS = "PaddlePaddle/PaddleSeg configs/pp_mobileseg"
 
 

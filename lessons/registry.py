@@ -131,6 +131,20 @@ class ModelInfo:
         return FAMILIES[self.family].code
 
 
+def imagenet_classifier(family: str, **fields) -> dict:
+    """The registration fields of an ImageNet-1k classifier of ``family``: 224x224, 1,000 classes, ImageNet mean and
+    std, any input size; ``fields`` override them (MobileViT: 256x256, no normalisation)."""
+    return dict(family=family, task="classification", input_size=(3, 224, 224), num_classes=1000,
+                dataset="ImageNet-1k", mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1) | fields
+
+
+def ade20k_segmenter(family: str, **fields) -> dict:
+    """The registration fields of an ADE20K segmenter of ``family``: 512x512, 150 classes, ImageNet mean and std (the
+    mmseg and PaddleSeg ADE20K pipelines), any input size; ``fields`` override them (HRViT: multiples of 32)."""
+    return dict(family=family, task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1) | fields
+
+
 _MODELS: dict[str, ModelInfo] = {}
 
 

@@ -31,7 +31,7 @@ from .layers import (
     ActLayer, BNTransformerBlock, ConvBN, ConvNormAct, HardSigmoid, check_count, check_image_batch, drop_path_rates,
     init_mobile_weights, mobilenetv2_block, resize_to, row_stages, stack_rows,
 )
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
 # --------------------------------------------------------------------------------------------------------------------
 # The pieces of SEA attention (the paper's "squeeze-enhanced Axial attention"; official ``Sea_Attention``)
@@ -670,14 +670,8 @@ def convert_seaformer_cls_checkpoint(state_dict: dict[str, torch.Tensor], model:
 # timm 0.3.2's train.py, and its models set no default_cfg, so timm's ImageNet defaults apply there too.
 # size_divisor 1: the network runs on any side >= 64 (its total stride); the official test pipeline's
 # ResizeToMultiple(size_divisor=32) is a preprocessing choice, not something the network needs.
-_SEG = dict(
-    family="seaformer", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
-)
-_CLS = dict(
-    family="seaformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
-)
+_SEG = ade20k_segmenter("seaformer")
+_CLS = imagenet_classifier("seaformer")
 _SEG_CONFIG = "fudan-zvg/SeaFormer seaformer-seg/local_configs/seaformer/seaformer_{}_512x512_160k_2x8_ade20k.py"
 _CLS_MODEL = "fudan-zvg/SeaFormer seaformer-cls/seaformer.py SeaFormer_{}"
 

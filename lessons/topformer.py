@@ -63,7 +63,7 @@ from .layers import (
 )
 from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier, Segmenter
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
 TOKEN_STRIDES = (4, 8, 16, 32)  # output strides of the four pyramid tokens (official `embed_out_indice`)
 INJECTION_MODES = ("both", "sigmoid_attn", "sem_info")
@@ -739,14 +739,8 @@ def _create_cls(variant: str, **kwargs) -> TopFormerClassifier:
 # the classification code is not released, and PaddleViT's port evaluates the weights with ImageNet mean/std.
 # size_divisor 1: the model runs on any size (the official test pipeline's ResizeToMultiple(32) is a choice of the
 # data pipeline, not a need of the network).
-_SEG = dict(
-    family="topformer", task="segmentation", input_size=(3, 512, 512), num_classes=150, dataset="ADE20K",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
-)
-_CLS = dict(
-    family="topformer", task="classification", input_size=(3, 224, 224), num_classes=1000, dataset="ImageNet-1k",
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor=1,
-)
+_SEG = ade20k_segmenter("topformer")
+_CLS = imagenet_classifier("topformer")
 _SEG_CONFIG = "hustvl/TopFormer local_configs/topformer/topformer_{}_512x512_160k_2x8_ade20k.py"
 _CLS_CHECKPOINT = (
     "hustvl/TopFormer README, ImageNet checkpoint {} (classification code not released; head layout from "
