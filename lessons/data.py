@@ -1,0 +1,262 @@
+"""A world to learn in: small image data sets that are built in code, so nothing is ever downloaded and nothing rots.
+
+Two sets, both deterministic (the same seed gives the same bytes) and both indexable by a sampler key that may carry
+a size, ``(index, height, width)``, so MobileViT's multi-scale sampler (``lessons.sampler``) can ask for any resolution:
+
+* :class:`Digits` -- scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes; the UCI "optical
+  recognition of handwritten digits" test set, shipped inside the ``sklearn`` wheel), upsampled bilinearly to the
+  requested size (32x32 by default) and repeated over 3 channels, with a fixed, seeded, class-stratified train/test
+  split. The small *real* data set.
+
+* :class:`ShapesWorld` -- a procedural world: every image holds two shapes (disk, square, ring or cross, each with a
+  random size and colour) on a noisy background, one in the left half of the image and one in the right half. The
+  label asks for a *relation between the two*:
+
+  ``task="same"`` (2 classes): 1 if the two shapes are of the same kind, 0 if not.
+  ``task="segmentation"``: a label map, 0 = background, 1 + kind on every pixel of a shape.
+
+  Why the "same" label needs tokens that mix globally. Think of a model whose per-position features ``f(x, pos)`` only
+  ever see a neighbourhood that holds at most one of the two shapes, followed by the global mean and a linear
+  classifier (every classifier head of this book). Its logit difference is then ``u(A, left) + v(B, right) + c``: a
+  sum of one term per shape. Write ``M[i, j] = u(i) + v(j)`` for kinds ``i`` (left) and ``j`` (right); the label
+  needs ``M[i, i] > t`` and ``M[i, j] < t`` for ``i != j``. But ``M[i, i] + M[j, j] = M[i, j] + M[j, i]`` for any
+  sum of this form, so the two diagonal entries (each > t) and the two off-diagonal ones (each < t) cannot both hold:
+  **no such model can be right on all four pictures (i, i), (j, j), (i, j), (j, i)**, whatever its features. Some
+  feature must see both shapes at once. The shapes are placed at least ~0.3 of the image width apart, so a few local
+  3x3 or pooling layers do not bring them together; what does is a global token mixer (attention in MobileViT,
+  the attention or spatial-MLP mixers in a MetaFormer) -- or, more slowly, a deep stack of strided convolutions,
+  whose receptive field grows with depth (the downsampling convs of a four-stage MetaFormer reach across a 32x32
+  image by stage 4, which is why even the identity mixer is handicapped rather than helpless here; that is the
+  MetaFormer paper's own finding on ImageNet, 74.3% vs 77.2%).
+
+  Rendering. The latent parameters of all ``n`` images (kinds, centres, radii, colours, the noise seed) are drawn
+  once, vectorised, from ``torch.Generator().manual_seed(seed)``; images are rendered on demand from them at any
+  resolution by evaluating each shape's implicit function on a pixel grid, for a whole batch at once. Coordinates
+  live in [0, 1], so an image at 64x64 is the same scene as at 32x32, only sharper. Classes are exactly balanced
+  (the label of image ``i`` is drawn as a seeded permutation of ``i % num_classes``).
+
+``scripts/bench_data.py`` shows the world renders far faster than a model trains on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+__all__ = ["Digits", "ShapesWorld", "SHAPE_KINDS", "make_datasets", "DATASETS"]
+
+SHAPE_KINDS = ("disk", "square", "ring", "cross")
+
+
+def _split_key(key, default: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    if isinstance(key, (tuple, list)):
+        if len(key) != 3:
+            raise ValueError(f"a key is an index or (index, height, width), got {key!r}")
+        return int(key[0]), (int(key[1]), int(key[2]))
+    return int(key), default
+
+
+def _group_keys(keys: Sequence, default: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Indices of a batch and its one size (a batch from the multi-scale sampler has one size per batch)."""
+    parsed = [_split_key(k, default) for k in keys]
+    sizes = {size for _, size in parsed}
+    if len(sizes) != 1:
+        raise ValueError(f"a batch must have one image size, got {sorted(sizes)}")
+    return torch.tensor([i for i, _ in parsed], dtype=torch.long), sizes.pop()
+
+
+def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if not (isinstance(h, int) and isinstance(w, int) and h >= 8 and w >= 8):
+        raise ValueError(f"image size must be >= 8 pixels a side, got {size!r}")
+    return h, w
+
+
+class _BatchedDataset(Dataset):
+    """Common part: ``__getitem__`` for one key, ``__getitems__`` (used by DataLoader) and :meth:`batch` for many."""
+
+    size: tuple[int, int]
+
+    def __getitem__(self, key):
+        index, size = _split_key(key, self.size)
+        images, targets = self.render(torch.tensor([index]), size)
+        return images[0], targets[0]
+
+    def __getitems__(self, keys: Sequence) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        images, targets = self.batch(keys)
+        return list(zip(images, targets))
+
+    def batch(self, keys: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, 3, H, W]`` and targets of a list of keys, rendered together (one size per batch)."""
+        indices, size = _group_keys(keys, self.size)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"index out of range for a data set of {len(self)} images")
+        return self.render(indices, size)
+
+    def render(self, indices: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Digits: the small real data set
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:  # pragma: no cover - the environment has it (requirements.txt)
+        raise ImportError("the digits data set ships with scikit-learn: pip install scikit-learn") from error
+    data = load_digits()
+    return data.images.astype(np.float32) / 16.0, data.target.astype(np.int64)
+
+
+class Digits(_BatchedDataset):
+    """scikit-learn's 1,797 8x8 digits, upsampled to ``size`` and split train/test by a seeded, stratified draw.
+
+    ``split="train"`` / ``"test"``: each class contributes ``round(test_fraction * n_class)`` images to test (the same
+    for every seed's class sizes), chosen by ``torch.Generator().manual_seed(seed)``. Images are in [0, 1]
+    (0 = background), 3 channels (the gray value repeated).
+    """
+
+    num_classes = 10
+    in_chans = 3
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def __init__(self, split: str = "train", size: int | tuple[int, int] = 32, seed: int = 0,
+                 test_fraction: float = 0.2) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        self.split, self.size, self.seed = split, _check_size(size), seed
+        images, labels = _load_digits()
+        generator = torch.Generator().manual_seed(seed)
+        chosen = []
+        for c in range(self.num_classes):
+            members = np.flatnonzero(labels == c)
+            order = members[torch.randperm(len(members), generator=generator).numpy()]
+            n_test = round(test_fraction * len(members))
+            chosen.append(order[:n_test] if split == "test" else order[n_test:])
+        keep = np.sort(np.concatenate(chosen))
+        self.images = torch.from_numpy(images[keep]).unsqueeze(1)  # [N, 1, 8, 8]
+        self.labels = torch.from_numpy(labels[keep])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def render(self, indices: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        small = self.images[indices]
+        big = F.interpolate(small, size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
+        return big.expand(-1, 3, -1, -1).contiguous(), self.labels[indices]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ShapesWorld: the procedural data set
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ShapesWorld(_BatchedDataset):
+    """Two shapes far apart; the label is a relation between them (see the module docstring for why it is global).
+
+    ``n`` images from ``seed``; ``size`` is the default rendering size (any size can be asked for by key).
+    ``task="same"``: 2 classes (1 = same kind), exactly balanced. ``task="segmentation"``: targets are ``[H, W]``
+    label maps with ``1 + len(SHAPE_KINDS)`` classes (0 = background); the pictures are those of ``task="same"``.
+    """
+
+    in_chans = 3
+    mean = (0.5, 0.5, 0.5)
+    std = (0.25, 0.25, 0.25)
+    TASKS = ("same", "segmentation")
+
+    def __init__(self, n: int = 10_000, size: int | tuple[int, int] = 32, seed: int = 0, task: str = "same",
+                 noise: float = 0.1) -> None:
+        if task not in self.TASKS:
+            raise ValueError(f"task must be one of {self.TASKS}, got {task!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        self.n, self.size, self.seed, self.task, self.noise = n, _check_size(size), seed, task, noise
+        self.num_classes = 2 if task == "same" else 1 + len(SHAPE_KINDS)
+        g = torch.Generator().manual_seed(seed)
+        k = len(SHAPE_KINDS)
+        same = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]  # exactly balanced labels
+        first = torch.randint(0, k, (n,), generator=g)
+        other = (first + torch.randint(1, k, (n,), generator=g)) % k  # a different kind, uniform over the rest
+        second = torch.where(same.bool(), first, other)
+        left_first = torch.rand(n, generator=g) < 0.5  # which kind sits on the left
+        self.same = same
+        self.kinds = torch.stack([torch.where(left_first, first, second), torch.where(left_first, second, first)], 1)
+        self.radius = 0.09 + 0.06 * torch.rand(n, 2, generator=g)  # half-width, as a fraction of the image
+        # centres: x in the left / right band, so the shapes are >= 0.3 image widths apart (centre to centre >= 0.5)
+        cx = torch.stack([0.12 + 0.18 * torch.rand(n, generator=g), 0.70 + 0.18 * torch.rand(n, generator=g)], 1)
+        cy = 0.15 + 0.7 * torch.rand(n, 2, generator=g)
+        self.centre = torch.stack([cx, cy], -1)  # [n, 2 shapes, (x, y)]
+        self.colour = 0.5 + 0.5 * torch.rand(n, 2, 3, generator=g)  # bright shapes
+        self.background = 0.3 * torch.rand(n, 3, generator=g)  # dark backgrounds
+        self.noise_seed = torch.randint(0, 2**31 - 1, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @staticmethod
+    def _masks(kinds: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Boolean masks ``[B, H, W]`` of one shape per image (kinds/centre/radius of shape ``[B]``, ``[B, 2]``, ``[B]``)."""
+        h, w = size
+        ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+        xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+        dx = xs.view(1, 1, w) - centre[:, 0].view(-1, 1, 1)
+        dy = ys.view(1, h, 1) - centre[:, 1].view(-1, 1, 1)
+        r = radius.view(-1, 1, 1)
+        dist = torch.sqrt(dx * dx + dy * dy)
+        cheb = torch.maximum(dx.abs(), dy.abs())
+        disk = dist <= r
+        square = cheb <= 0.85 * r  # same area-ish as the disk
+        ring = (dist <= r) & (dist >= 0.55 * r)
+        cross = (cheb <= r) & (torch.minimum(dx.abs(), dy.abs()) <= 0.3 * r)
+        stack = torch.stack([disk, square, ring, cross], 1)  # [B, 4, H, W], the order of SHAPE_KINDS
+        return stack.gather(1, kinds.view(-1, 1, 1, 1).expand(-1, 1, h, w)).squeeze(1)
+
+    def render(self, indices: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = size
+        b = len(indices)
+        image = self.background[indices].view(b, 3, 1, 1).expand(b, 3, h, w).clone()
+        labels = torch.zeros(b, h, w, dtype=torch.long)
+        for s in range(2):
+            mask = self._masks(self.kinds[indices, s], self.centre[indices, s], self.radius[indices, s], size)
+            colour = self.colour[indices, s].view(b, 3, 1, 1)
+            image = torch.where(mask.unsqueeze(1), colour, image)
+            labels = torch.where(mask, 1 + self.kinds[indices, s].view(b, 1, 1), labels)
+        if self.noise:
+            # per-image noise from each image's own seed: the same image whatever batch it is rendered in
+            noise = torch.stack([
+                torch.randn(3, h, w, generator=torch.Generator().manual_seed(int(s))) for s in self.noise_seed[indices]
+            ]) if b else image.new_zeros(0, 3, h, w)
+            image = (image + self.noise * noise).clamp_(0, 1)
+        targets = self.same[indices] if self.task == "same" else labels
+        return image, targets
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data sets by name, for experiments written as data
+# --------------------------------------------------------------------------------------------------------------------
+
+DATASETS = ("digits", "shapes", "shapes_seg")
+
+
+def make_datasets(name: str, size: int = 32, seed: int = 0, n_train: int = 10_000,
+                  n_test: int = 2_000) -> tuple[_BatchedDataset, _BatchedDataset]:
+    """``(train, test)`` of a named data set: ``"digits"`` (``n_*`` ignored: the split is fixed), ``"shapes"``,
+    ``"shapes_seg"``. The shapes test set is drawn from another seed (``seed + 1_000_003``), never from the train set's."""
+    if name == "digits":
+        return Digits("train", size, seed), Digits("test", size, seed)
+    if name in ("shapes", "shapes_seg"):
+        task = "same" if name == "shapes" else "segmentation"
+        return (ShapesWorld(n_train, size, seed, task), ShapesWorld(n_test, size, seed + 1_000_003, task))
+    raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+
