@@ -8,32 +8,39 @@ a size, ``(index, height, width)``, so MobileViT's multi-scale sampler (``lesson
   requested size (32x32 by default) and repeated over 3 channels, with a fixed, seeded, class-stratified train/test
   split. The small *real* data set.
 
-* :class:`ShapesWorld` -- a procedural world: every image holds two shapes (disk, square, ring or cross, each with a
-  random size and colour) on a noisy background, one in the left half of the image and one in the right half. The
-  label asks for a *relation between the two*:
+* :class:`ShapesWorld` -- a procedural world: every image holds two shapes (disk, square, ring or cross, each of
+  one of four palette colours -- red, green, blue, yellow, slightly jittered -- and a random size) on a dark, noisy
+  background, one in the left half of the image and one in the right half. The label asks for a *relation between
+  the two*:
 
-  ``task="same"`` (2 classes): 1 if the two shapes are of the same kind, 0 if not.
+  ``task="same_colour"`` (2 classes): 1 if the two shapes have the same palette colour (kinds drawn independently).
+  ``task="same_kind"`` (2 classes): 1 if the two shapes are of the same kind (colours drawn independently). Harder:
+  the kind of a 3-5 pixel shape must be recognised first (same/different by shape is a known hard case for
+  convolutional networks: Kim, Ricci & Serre 2018, "Not-so-CLEVR").
   ``task="segmentation"``: a label map, 0 = background, 1 + kind on every pixel of a shape.
 
-  Why the "same" label needs tokens that mix globally. Think of a model whose per-position features ``f(x, pos)`` only
-  ever see a neighbourhood that holds at most one of the two shapes, followed by the global mean and a linear
-  classifier (every classifier head of this book). Its logit difference is then ``u(A, left) + v(B, right) + c``: a
-  sum of one term per shape. Write ``M[i, j] = u(i) + v(j)`` for kinds ``i`` (left) and ``j`` (right); the label
-  needs ``M[i, i] > t`` and ``M[i, j] < t`` for ``i != j``. But ``M[i, i] + M[j, j] = M[i, j] + M[j, i]`` for any
-  sum of this form, so the two diagonal entries (each > t) and the two off-diagonal ones (each < t) cannot both hold:
+  Why the "same" labels need tokens that mix globally. Think of a model whose per-position features ``f(x, pos)``
+  only ever see a neighbourhood that holds at most one of the two shapes, followed by the global mean and a linear
+  classifier (every classifier head of this book). Its logit difference is then ``u(A, left) + v(B, right) + c``
+  (c: the background's share, independent of the label): a sum of one term per shape. Write ``M[i, j] = u(i) +
+  v(j)`` for attribute values (colours or kinds) ``i`` on the left and ``j`` on the right; the label needs
+  ``M[i, i] > t`` and ``M[i, j] < t`` for ``i != j``. But ``M[i, i] + M[j, j] = M[i, j] + M[j, i]`` for any sum of
+  this form, so the two diagonal entries (each > t) and the two off-diagonal ones (each < t) cannot all hold:
   **no such model can be right on all four pictures (i, i), (j, j), (i, j), (j, i)**, whatever its features. Some
-  feature must see both shapes at once. The shapes are placed at least ~0.3 of the image width apart, so a few local
-  3x3 or pooling layers do not bring them together; what does is a global token mixer (attention in MobileViT,
-  the attention or spatial-MLP mixers in a MetaFormer) -- or, more slowly, a deep stack of strided convolutions,
-  whose receptive field grows with depth (the downsampling convs of a four-stage MetaFormer reach across a 32x32
-  image by stage 4, which is why even the identity mixer is handicapped rather than helpless here; that is the
-  MetaFormer paper's own finding on ImageNet, 74.3% vs 77.2%).
+  feature must see both shapes at once. The shapes' centres are at least 0.4 of the image width apart (0.58 on
+  average; at least a tenth of the image lies between their edges), so a few local 3x3 or pooling layers do not
+  bring them together; what does is a global token mixer (attention in MobileViT, the attention or spatial-MLP
+  mixers in a MetaFormer) -- or, more slowly, a deep stack of strided convolutions, whose receptive field grows with
+  depth (the downsampling convs of a four-stage MetaFormer reach across a 32x32 image by stage 4, which is why even
+  the identity mixer is handicapped rather than helpless here; that is the MetaFormer paper's own finding on
+  ImageNet, 74.3% vs 77.2%).
 
-  Rendering. The latent parameters of all ``n`` images (kinds, centres, radii, colours, the noise seed) are drawn
+  Rendering. The latent parameters of all ``n`` images (kinds, colours, centres, radii, the noise pattern) are drawn
   once, vectorised, from ``torch.Generator().manual_seed(seed)``; images are rendered on demand from them at any
-  resolution by evaluating each shape's implicit function on a pixel grid, for a whole batch at once. Coordinates
-  live in [0, 1], so an image at 64x64 is the same scene as at 32x32, only sharper. Classes are exactly balanced
-  (the label of image ``i`` is drawn as a seeded permutation of ``i % num_classes``).
+  resolution by evaluating each shape's implicit function on a pixel grid, for a whole batch at once, plus one of
+  256 fixed noise patterns per size (drawn once from the seed and the size; which one an image gets is a latent
+  draw independent of its label). Coordinates live in [0, 1], so an image at 64x64 is the same scene as at 32x32,
+  only sharper. Classes are exactly balanced (the labels are a seeded permutation of ``i % 2``).
 
 ``scripts/bench_data.py`` shows the world renders far faster than a model trains on it.
 """
@@ -48,9 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["Digits", "ShapesWorld", "SHAPE_KINDS", "make_datasets", "DATASETS"]
+__all__ = ["Digits", "ShapesWorld", "SHAPE_KINDS", "PALETTE", "make_datasets", "DATASETS"]
 
 SHAPE_KINDS = ("disk", "square", "ring", "cross")
+PALETTE = ((0.95, 0.25, 0.25), (0.25, 0.9, 0.3), (0.35, 0.45, 1.0), (0.95, 0.9, 0.3))  # red, green, blue, yellow
 
 
 def _split_key(key, default: tuple[int, int]) -> tuple[int, tuple[int, int]]:
@@ -166,61 +174,86 @@ class ShapesWorld(_BatchedDataset):
     """Two shapes far apart; the label is a relation between them (see the module docstring for why it is global).
 
     ``n`` images from ``seed``; ``size`` is the default rendering size (any size can be asked for by key).
-    ``task="same"``: 2 classes (1 = same kind), exactly balanced. ``task="segmentation"``: targets are ``[H, W]``
-    label maps with ``1 + len(SHAPE_KINDS)`` classes (0 = background); the pictures are those of ``task="same"``.
+    ``task="same_colour"``: 2 classes, 1 if both shapes have the same palette colour (the kinds are drawn
+    independently); ``task="same_kind"``: 1 if both are the same kind (colours independent); both exactly balanced.
+    ``task="segmentation"``: targets are ``[H, W]`` label maps with ``1 + len(SHAPE_KINDS)`` classes
+    (0 = background); the pictures are those of ``task="same_kind"``.
     """
 
     in_chans = 3
     mean = (0.5, 0.5, 0.5)
     std = (0.25, 0.25, 0.25)
-    TASKS = ("same", "segmentation")
+    TASKS = ("same_colour", "same_kind", "segmentation")
 
-    def __init__(self, n: int = 10_000, size: int | tuple[int, int] = 32, seed: int = 0, task: str = "same",
+    def __init__(self, n: int = 10_000, size: int | tuple[int, int] = 32, seed: int = 0, task: str = "same_colour",
                  noise: float = 0.1) -> None:
         if task not in self.TASKS:
             raise ValueError(f"task must be one of {self.TASKS}, got {task!r}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         self.n, self.size, self.seed, self.task, self.noise = n, _check_size(size), seed, task, noise
-        self.num_classes = 2 if task == "same" else 1 + len(SHAPE_KINDS)
+        self.num_classes = 2 if task != "segmentation" else 1 + len(SHAPE_KINDS)
         g = torch.Generator().manual_seed(seed)
-        k = len(SHAPE_KINDS)
         same = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]  # exactly balanced labels
-        first = torch.randint(0, k, (n,), generator=g)
-        other = (first + torch.randint(1, k, (n,), generator=g)) % k  # a different kind, uniform over the rest
-        second = torch.where(same.bool(), first, other)
-        left_first = torch.rand(n, generator=g) < 0.5  # which kind sits on the left
+
+        def related_pair(k: int) -> torch.Tensor:  # [n, 2]: equal where same == 1, different (uniformly) elsewhere
+            first = torch.randint(0, k, (n,), generator=g)
+            other = (first + torch.randint(1, k, (n,), generator=g)) % k
+            return torch.stack([first, torch.where(same.bool(), first, other)], 1)
+
+        def free_pair(k: int) -> torch.Tensor:  # [n, 2]: independent of the label
+            return torch.randint(0, k, (n, 2), generator=g)
+
+        by_colour = task == "same_colour"
+        kinds = free_pair(len(SHAPE_KINDS)) if by_colour else related_pair(len(SHAPE_KINDS))
+        colours = related_pair(len(PALETTE)) if by_colour else free_pair(len(PALETTE))
+        swap = (torch.rand(n, generator=g) < 0.5).view(n, 1)  # which of the pair sits on the left
         self.same = same
-        self.kinds = torch.stack([torch.where(left_first, first, second), torch.where(left_first, second, first)], 1)
+        self.kinds = torch.where(swap, kinds.flip(1), kinds)
+        self.colour_ids = torch.where(swap, colours.flip(1), colours)
         self.radius = 0.09 + 0.06 * torch.rand(n, 2, generator=g)  # half-width, as a fraction of the image
-        # centres: x in the left / right band, so the shapes are >= 0.3 image widths apart (centre to centre >= 0.5)
+        # centres: x in the left / right band: centre to centre >= 0.4 of the width, edges >= 0.1 apart
         cx = torch.stack([0.12 + 0.18 * torch.rand(n, generator=g), 0.70 + 0.18 * torch.rand(n, generator=g)], 1)
         cy = 0.15 + 0.7 * torch.rand(n, 2, generator=g)
         self.centre = torch.stack([cx, cy], -1)  # [n, 2 shapes, (x, y)]
-        self.colour = 0.5 + 0.5 * torch.rand(n, 2, 3, generator=g)  # bright shapes
-        self.background = 0.3 * torch.rand(n, 3, generator=g)  # dark backgrounds
+        jitter = 0.08 * (torch.rand(n, 2, 3, generator=g) - 0.5)  # a little variation inside each palette colour
+        self.colour = (torch.tensor(PALETTE)[self.colour_ids] + jitter).clamp(0, 1)
+        self.background = 0.25 * torch.rand(n, 3, generator=g)  # dark backgrounds
         self.noise_seed = torch.randint(0, 2**31 - 1, (n,), generator=g)
+        self._noise: dict[tuple[int, int], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return self.n
 
+    NOISE_PATTERNS = 256
+
+    def _noise_bank(self, size: tuple[int, int]) -> torch.Tensor:
+        """``[NOISE_PATTERNS, 3, H, W]`` standard normal noise for one size, drawn once from (seed, size), cached."""
+        if size not in self._noise:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + size[0] * 1009 + size[1])
+            self._noise[size] = torch.randn(self.NOISE_PATTERNS, 3, *size, generator=g)
+        return self._noise[size]
+
     @staticmethod
     def _masks(kinds: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Boolean masks ``[B, H, W]`` of one shape per image (kinds/centre/radius of shape ``[B]``, ``[B, 2]``, ``[B]``)."""
+        """Boolean masks ``[B, H, W]``, one shape per image (kinds ``[B]``, centres ``[B, 2]``, radii ``[B]``)."""
         h, w = size
         ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
         xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
         dx = xs.view(1, 1, w) - centre[:, 0].view(-1, 1, 1)
         dy = ys.view(1, h, 1) - centre[:, 1].view(-1, 1, 1)
         r = radius.view(-1, 1, 1)
+        k = kinds.view(-1, 1, 1)
+        adx, ady = dx.abs(), dy.abs()
         dist = torch.sqrt(dx * dx + dy * dy)
-        cheb = torch.maximum(dx.abs(), dy.abs())
-        disk = dist <= r
-        square = cheb <= 0.85 * r  # same area-ish as the disk
-        ring = (dist <= r) & (dist >= 0.55 * r)
-        cross = (cheb <= r) & (torch.minimum(dx.abs(), dy.abs()) <= 0.3 * r)
-        stack = torch.stack([disk, square, ring, cross], 1)  # [B, 4, H, W], the order of SHAPE_KINDS
-        return stack.gather(1, kinds.view(-1, 1, 1, 1).expand(-1, 1, h, w)).squeeze(1)
+        cheb = torch.maximum(adx, ady)
+        # disk: dist <= r; square: cheb <= 0.85 r (about the disk's area); ring: 0.55 r <= dist <= r;
+        # cross: cheb <= r and min(|dx|, |dy|) <= 0.3 r -- one formula with the kind choosing metric and bounds
+        boxy = (k == 1) | (k == 3)
+        outer = torch.where(boxy, cheb, dist) <= torch.where(k == 1, 0.85 * r, r)
+        ring_ok = (k != 2) | (dist >= 0.55 * r)
+        cross_ok = (k != 3) | (torch.minimum(adx, ady) <= 0.3 * r)
+        return outer & ring_ok & cross_ok
 
     def render(self, indices: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = size
@@ -233,12 +266,11 @@ class ShapesWorld(_BatchedDataset):
             image = torch.where(mask.unsqueeze(1), colour, image)
             labels = torch.where(mask, 1 + self.kinds[indices, s].view(b, 1, 1), labels)
         if self.noise:
-            # per-image noise from each image's own seed: the same image whatever batch it is rendered in
-            noise = torch.stack([
-                torch.randn(3, h, w, generator=torch.Generator().manual_seed(int(s))) for s in self.noise_seed[indices]
-            ]) if b else image.new_zeros(0, 3, h, w)
-            image = (image + self.noise * noise).clamp_(0, 1)
-        targets = self.same[indices] if self.task == "same" else labels
+            # each image's noise is one of NOISE_PATTERNS fixed patterns of this size (chosen by the image's latent
+            # draw, independent of its label): the same bytes whatever batch the image is rendered in
+            image = (image + self.noise * self._noise_bank(size)[self.noise_seed[indices] % self.NOISE_PATTERNS])
+            image = image.clamp_(0, 1)
+        targets = labels if self.task == "segmentation" else self.same[indices]
         return image, targets
 
 
@@ -246,17 +278,18 @@ class ShapesWorld(_BatchedDataset):
 # Data sets by name, for experiments written as data
 # --------------------------------------------------------------------------------------------------------------------
 
-DATASETS = ("digits", "shapes", "shapes_seg")
+DATASETS = ("digits", "shapes_colour", "shapes_kind", "shapes_seg")
 
 
 def make_datasets(name: str, size: int = 32, seed: int = 0, n_train: int = 10_000,
                   n_test: int = 2_000) -> tuple[_BatchedDataset, _BatchedDataset]:
-    """``(train, test)`` of a named data set: ``"digits"`` (``n_*`` ignored: the split is fixed), ``"shapes"``,
-    ``"shapes_seg"``. The shapes test set is drawn from another seed (``seed + 1_000_003``), never from the train set's."""
+    """``(train, test)`` of a named data set: ``"digits"`` (``n_*`` ignored: the split is fixed), ``"shapes_colour"``,
+    ``"shapes_kind"`` (ShapesWorld's two relation tasks), ``"shapes_seg"``. The shapes test set is drawn from another
+    seed (``seed + 1_000_003``), never from the train set's."""
     if name == "digits":
         return Digits("train", size, seed), Digits("test", size, seed)
-    if name in ("shapes", "shapes_seg"):
-        task = "same" if name == "shapes" else "segmentation"
+    if name in ("shapes_colour", "shapes_kind", "shapes_seg"):
+        task = {"shapes_colour": "same_colour", "shapes_kind": "same_kind", "shapes_seg": "segmentation"}[name]
         return (ShapesWorld(n_train, size, seed, task), ShapesWorld(n_test, size, seed + 1_000_003, task))
     raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 

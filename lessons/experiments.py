@@ -11,7 +11,7 @@ list of model variants (plain data: a family and its micro configuration), a tra
 interrupted run resumes), with a progress bar, and writes ``book/data/experiments/NAME.json`` after every run: per
 variant and seed the learning curve and final metrics, plus the command, git commit, package versions, machine and
 wall time of that run, and the hash of the definition (:func:`definition_hash`). ``--steps`` (a shorter run, e.g. to
-time one) writes to ``build/experiments/`` instead, with ``"partial": true``: partial runs are never book results.
+time one) writes to ``_build/experiments/`` (git-ignored) instead, with ``"partial": true``: partial runs are never book results.
 
 :func:`is_stale` tells whether a committed results file still matches the code's definition (a test fails otherwise):
 change a hypothesis, a variant or the recipe and the results must be produced again.
@@ -45,7 +45,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "book" / "data" / "experiments"
-PARTIAL_DIR = ROOT / "build" / "experiments"
+PARTIAL_DIR = ROOT / "_build" / "experiments"  # ignored by git: partial runs are never book results
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def run_experiment(
 ) -> dict:
     """Train the variants x seeds of ``name`` that the results file lacks; return the results (also written to disk).
 
-    ``steps`` shortens the recipe (a partial run: written under ``build/experiments`` unless ``out_dir`` says
+    ``steps`` shortens the recipe (a partial run: written under ``_build/experiments`` unless ``out_dir`` says
     otherwise). ``smoke``: 2 steps on a batch of 4, 8 test images, tiny data sets -- only to keep the code path alive.
     """
     if name not in EXPERIMENTS:
@@ -318,9 +318,9 @@ def poolformer_token_mixers() -> Experiment:
         "hybrid_ppaa": _metaformer(mixers=["pooling", "pooling", "attention", "attention"]),
         "pooling3_patch_stem": _metaformer(mixers=["pooling"] * 4, pool_size=3, stem="patch"),
     }
-    recipe = TrainConfig(steps=600, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=30,
-                         label_smoothing=0.1, eval_every=100, eval_batch_size=500, log_every=5)
-    return Experiment(dataset={"name": "shapes", "size": 32, "seed": 0, "n_train": 40_000, "n_test": 2_000},
+    recipe = TrainConfig(steps=3000, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=150,
+                         label_smoothing=0.1, eval_every=500, eval_batch_size=500, log_every=10)
+    return Experiment(dataset={"name": "shapes_colour", "size": 32, "seed": 0, "n_train": 200_000, "n_test": 2_000},
                       variants=variants, recipe=recipe)
 
 
@@ -346,9 +346,9 @@ def mobilevit_patch_sizes() -> Experiment:
         "config_a_222": _mobilevit(patch_sizes=[2, 2, 2]),
         "config_b_842": _mobilevit(patch_sizes=[8, 4, 2]),
     }
-    recipe = TrainConfig(steps=400, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=20,
-                         label_smoothing=0.1, eval_every=100, eval_batch_size=500, log_every=5)
-    return Experiment(dataset={"name": "shapes", "size": 64, "seed": 0, "n_train": 40_000, "n_test": 2_000},
+    recipe = TrainConfig(steps=800, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=40,
+                         label_smoothing=0.1, eval_every=200, eval_batch_size=500, log_every=5)
+    return Experiment(dataset={"name": "shapes_colour", "size": 64, "seed": 0, "n_train": 60_000, "n_test": 2_000},
                       variants=variants, recipe=recipe)
 
 
@@ -371,7 +371,7 @@ def mobilevit_multi_scale() -> Experiment:
        those scales, the single-resolution model has not (96 is outside both training sets and tests extrapolation).
     """
     variants = {"single_64": _mobilevit(), "multi_scale": _mobilevit()}
-    recipe = TrainConfig(steps=400, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=20,
+    recipe = TrainConfig(steps=700, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=35,
                          label_smoothing=0.1, eval_every=100, eval_batch_size=500, log_every=5)
     return Experiment(dataset={"name": "digits", "size": 64, "seed": 0}, variants=variants, recipe=recipe,
                       variant_recipes={"multi_scale": {"multi_scale": (40, 48, 64, 72, 80), "base_resolution": 64}},
@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("name")
     run.add_argument("--seeds", type=int, nargs="+", default=None)
     run.add_argument("--device", default="cpu")
-    run.add_argument("--steps", type=int, default=None, help="shorter runs (partial: written under build/)")
+    run.add_argument("--steps", type=int, default=None, help="shorter runs (partial: written under _build/, git-ignored)")
     run.add_argument("--variants", nargs="+", default=None)
     run.add_argument("--out", default=None)
     args = parser.parse_args(argv)
