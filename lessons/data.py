@@ -47,7 +47,6 @@ a size, ``(index, height, width)``, so MobileViT's multi-scale sampler (``lesson
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -186,11 +185,16 @@ class ShapesWorld(_BatchedDataset):
     TASKS = ("same_colour", "same_kind", "segmentation")
 
     def __init__(self, n: int = 10_000, size: int | tuple[int, int] = 32, seed: int = 0, task: str = "same_colour",
-                 noise: float = 0.1) -> None:
+                 noise: float = 0.1, n_colours: int = 4, radius: tuple[float, float] = (0.09, 0.15)) -> None:
         if task not in self.TASKS:
             raise ValueError(f"task must be one of {self.TASKS}, got {task!r}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
+        if not 2 <= n_colours <= len(PALETTE):
+            raise ValueError(f"n_colours must be in [2, {len(PALETTE)}], got {n_colours!r}")
+        r_min, r_max = radius
+        if not 0.02 <= r_min <= r_max <= 0.2:
+            raise ValueError(f"radius must be (min, max) with 0.02 <= min <= max <= 0.2 image widths, got {radius!r}")
         self.n, self.size, self.seed, self.task, self.noise = n, _check_size(size), seed, task, noise
         self.num_classes = 2 if task != "segmentation" else 1 + len(SHAPE_KINDS)
         g = torch.Generator().manual_seed(seed)
@@ -206,15 +210,18 @@ class ShapesWorld(_BatchedDataset):
 
         by_colour = task == "same_colour"
         kinds = free_pair(len(SHAPE_KINDS)) if by_colour else related_pair(len(SHAPE_KINDS))
-        colours = related_pair(len(PALETTE)) if by_colour else free_pair(len(PALETTE))
+        colours = related_pair(n_colours) if by_colour else free_pair(n_colours)
         swap = (torch.rand(n, generator=g) < 0.5).view(n, 1)  # which of the pair sits on the left
         self.same = same
         self.kinds = torch.where(swap, kinds.flip(1), kinds)
         self.colour_ids = torch.where(swap, colours.flip(1), colours)
-        self.radius = 0.09 + 0.06 * torch.rand(n, 2, generator=g)  # half-width, as a fraction of the image
-        # centres: x in the left / right band: centre to centre >= 0.4 of the width, edges >= 0.1 apart
-        cx = torch.stack([0.12 + 0.18 * torch.rand(n, generator=g), 0.70 + 0.18 * torch.rand(n, generator=g)], 1)
-        cy = 0.15 + 0.7 * torch.rand(n, 2, generator=g)
+        self.radius = r_min + (r_max - r_min) * torch.rand(n, 2, generator=g)  # half-width, a fraction of the image
+        # centres: x in a band of the left / right half that keeps the largest shape inside its half, >= 0.03 from
+        # the middle (so >= 0.06 of the width lies between the two shapes) and >= 0.02 from the border
+        low, high = r_max + 0.02, 0.5 - r_max - 0.03
+        cx = low + (high - low) * torch.rand(n, 2, generator=g)
+        cx = torch.stack([cx[:, 0], 1 - cx[:, 1]], 1)
+        cy = r_max + 0.02 + (1 - 2 * r_max - 0.04) * torch.rand(n, 2, generator=g)
         self.centre = torch.stack([cx, cy], -1)  # [n, 2 shapes, (x, y)]
         jitter = 0.08 * (torch.rand(n, 2, 3, generator=g) - 0.5)  # a little variation inside each palette colour
         self.colour = (torch.tensor(PALETTE)[self.colour_ids] + jitter).clamp(0, 1)
@@ -281,15 +288,19 @@ class ShapesWorld(_BatchedDataset):
 DATASETS = ("digits", "shapes_colour", "shapes_kind", "shapes_seg")
 
 
-def make_datasets(name: str, size: int = 32, seed: int = 0, n_train: int = 10_000,
-                  n_test: int = 2_000) -> tuple[_BatchedDataset, _BatchedDataset]:
+def make_datasets(name: str, size: int = 32, seed: int = 0, n_train: int = 10_000, n_test: int = 2_000,
+                  **world) -> tuple[_BatchedDataset, _BatchedDataset]:
     """``(train, test)`` of a named data set: ``"digits"`` (``n_*`` ignored: the split is fixed), ``"shapes_colour"``,
     ``"shapes_kind"`` (ShapesWorld's two relation tasks), ``"shapes_seg"``. The shapes test set is drawn from another
-    seed (``seed + 1_000_003``), never from the train set's."""
+    seed (``seed + 1_000_003``), never from the train set's. ``world``: more :class:`ShapesWorld` arguments
+    (``noise``, ``n_colours``, ``radius``)."""
     if name == "digits":
+        if world:
+            raise ValueError(f"digits take no world arguments, got {sorted(world)}")
         return Digits("train", size, seed), Digits("test", size, seed)
     if name in ("shapes_colour", "shapes_kind", "shapes_seg"):
         task = {"shapes_colour": "same_colour", "shapes_kind": "same_kind", "shapes_seg": "segmentation"}[name]
-        return (ShapesWorld(n_train, size, seed, task), ShapesWorld(n_test, size, seed + 1_000_003, task))
+        return (ShapesWorld(n_train, size, seed, task, **world),
+                ShapesWorld(n_test, size, seed + 1_000_003, task, **world))
     raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,7 +106,7 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: the GPU of this rank if CUDA is available, else the CPU; ``"cuda"`` under torchrun: ``cuda:LOCAL_RANK``."""
+    """``"auto"``: the GPU if CUDA is available, else the CPU; ``"cuda"`` means ``cuda:LOCAL_RANK`` under torchrun."""
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -231,7 +231,7 @@ def _normalise(images: torch.Tensor, dataset) -> torch.Tensor:
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
                      ) -> torch.Tensor:
-    """``[num_classes, num_classes]`` counts, rows = true class, columns = predicted; ``ignore_index`` pixels dropped."""
+    """``[num_classes, num_classes]`` counts, rows = true class, columns = predicted; ``ignore_index`` dropped."""
     pred, target = pred.reshape(-1), target.reshape(-1)
     keep = (target >= 0) & (target < num_classes)
     if ignore_index is not None:
@@ -241,7 +241,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 def segmentation_metrics(confusion: torch.Tensor) -> dict[str, float]:
-    """Pixel accuracy and mIoU (mean over classes that occur in the targets or the predictions) of a confusion matrix."""
+    """Pixel accuracy and mIoU (mean over the classes that occur in targets or predictions) of a confusion matrix."""
     confusion = confusion.double()
     tp = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - tp
@@ -261,6 +261,7 @@ def evaluate(model: nn.Module, dataset, config: TrainConfig, device: torch.devic
     ``size``: evaluate at ``size x size`` instead of the data set's own size. Under DDP each rank evaluates every
     R-th image (no padding) and the counts are summed over ranks.
     """
+    model = _unwrap(model)  # no DDP forward here: ranks may hold one batch more or less than each other
     model.eval()
     n = len(dataset) if config.eval_limit is None else min(config.eval_limit, len(dataset))
     mine = [i if size is None else (i, size, size) for i in range(rank, n, world)]

@@ -1,7 +1,8 @@
 """One rank of the distributed test of ``lessons.train`` (DistributedDataParallel on gloo, CPU, loopback).
 
 Launched by ``tests/test_train.py`` as
-``python -m torch.distributed.run --nproc_per_node=2 --master_addr 127.0.0.1 --master_port P tests/ddp_train_worker.py OUT``.
+``python -m torch.distributed.run --nproc_per_node=2 --master_addr 127.0.0.1 --master_port P``
+``tests/ddp_train_worker.py OUT``.
 It runs the unchanged :func:`lessons.train.train` twice, as any script under ``torchrun`` would:
 
 1. the fixed-resolution recipe of :func:`recipe` on the model of :func:`tiny_model`; rank 0 saves the final weights

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -200,7 +199,8 @@ def ddp_run(tmp_path_factory):
         os.killpg(launcher.pid, signal.SIGKILL)
         stdout, stderr = launcher.communicate()
         pytest.fail(f"distributed training did not finish in 180 s (a hang?):\n{stderr[-6000:]}")
-    assert launcher.returncode == 0, f"worker failed (rc={launcher.returncode}):\n{stderr[:4000]}\n...\n{stderr[-2000:]}"
+    report = f"{stderr[:4000]}\n...\n{stderr[-2000:]}"
+    assert launcher.returncode == 0, f"worker failed (rc={launcher.returncode}):\n{report}"
     return out
 
 
