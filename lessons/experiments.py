@@ -349,24 +349,28 @@ def mobilevit_patch_sizes() -> Experiment:
 
     Setting: the same micro MobileViT (one transformer layer per MobileViT block) on the procedural ShapesWorld at
     64x64, the world of ``poolformer_token_mixers`` ("same colour or not"; the MobileViT stages then work on 8x8,
-    4x4 and 2x2 maps). Not piloted. Note the scale: at 64x64, patches (8, 4, 2)
+    4x4 and 2x2 maps). Pilot (config-A, seed 0, 500 test images): 100% test top-1 at step 100 on this colour task;
+    on the harder same-kind task (:class:`lessons.data.ShapesWorld`, ``task="same_kind"``) still at chance at step
+    300. So the colour task is used, and the measure is the learning curve, evaluated every 25 steps: steps to
+    leave the 50% plateau and to reach 95%, as well as the final top-1. Note the scale: at 64x64, patches (8, 4, 2)
     cover each stage's whole map, so every pixel's attention has exactly one token (its own) -- config-B keeps the
     local convolutions and the transformer's MLPs but loses all global mixing, where in the paper at 256x256 it still
     attends over a 4x4 grid of patches. It is the extreme of the paper's trade-off.
 
-    Hypotheses, written before any run:
-    1. config-A (2, 2, 2) is at least as accurate as config-B (8, 4, 2) and leaves the 50% plateau of this XOR-like
-       label earlier: config-B has no global mixing inside its MobileViT blocks here, only through the strided
-       convolutions (which, as in the MetaFormer, do reach across the image by the last stage).
+    Hypotheses, written after that pilot and before any run of the set:
+    1. Both configurations end near 100%; config-A (2, 2, 2) leaves the 50% plateau of this XOR-like label and
+       reaches 95% in fewer steps than config-B (8, 4, 2): config-B has no global mixing inside its MobileViT blocks
+       here, only through the strided convolutions (which, as in the MetaFormer, do reach across the image by the
+       last stage).
     2. config-B is faster per step on the CPU (attention over 1 token instead of 16, 4 and 1).
     """
     variants = {
         "config_a_222": _mobilevit(patch_sizes=[2, 2, 2]),
         "config_b_842": _mobilevit(patch_sizes=[8, 4, 2]),
     }
-    recipe = TrainConfig(steps=800, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=40,
-                         label_smoothing=0.1, eval_every=200, eval_batch_size=500, log_every=5)
-    return Experiment(dataset={**_WORLD, "size": 64, "n_train": 60_000},
+    recipe = TrainConfig(steps=400, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=20,
+                         label_smoothing=0.1, eval_every=25, eval_batch_size=500, log_every=5)
+    return Experiment(dataset={**_WORLD, "size": 64, "n_train": 60_000, "n_test": 1_000},
                       variants=variants, recipe=recipe)
 
 
