@@ -1,0 +1,123 @@
+"""Tests of the experiment runner (lessons.experiments): definitions, smoke runs, resumption, staleness."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lessons import experiments
+from lessons.experiments import (
+    EXPERIMENTS, RESULTS_DIR, Experiment, build_model, definition_hash, experiment, is_stale, run_experiment,
+    stale_results,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these models are tiny, and on a shared machine extra threads only spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_committed_results_match_their_definitions():
+    # Passes vacuously while book/data/experiments holds no results; fails as soon as one is stale.
+    stale = stale_results(RESULTS_DIR)
+    assert stale == [], f"stale results (definition changed since they were made; run them again): {stale}"
+
+
+def test_every_experiment_states_a_hypothesis_and_cites_its_paper():
+    assert {"poolformer_token_mixers", "mobilevit_patch_sizes", "mobilevit_multi_scale"} <= set(EXPERIMENTS)
+    for name, exp in EXPERIMENTS.items():
+        assert exp.name == name
+        assert "Hypothes" in exp.hypothesis and ("ICLR" in exp.hypothesis or "CVPR" in exp.hypothesis), name
+        assert len(exp.variants) >= 2 and exp.seeds
+
+
+def test_an_experiment_needs_a_docstring():
+    def undocumented() -> Experiment:
+        return EXPERIMENTS["mobilevit_patch_sizes"]
+
+    with pytest.raises(ValueError, match="hypothesis"):
+        experiment(undocumented)
+    assert "undocumented" not in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiment_runs_two_steps_on_a_tiny_batch(name, tmp_path):
+    results = run_experiment(name, seeds=[0], smoke=True, out_dir=tmp_path, progress=False)
+    exp = EXPERIMENTS[name]
+    assert set(results["runs"]) == set(exp.variants)
+    written = json.loads((tmp_path / f"{name}.smoke.json").read_text())
+    assert written["partial"] is True and written["definition_hash"] == definition_hash(name)
+    for variant, runs in written["runs"].items():
+        run = runs["0"]
+        assert run["steps"] == 2 and len(run["history"]["loss"]) == 2
+        expected = {"loss", "top1"} | {f"{m}@{s}" for s in exp.eval_sizes for m in ("loss", "top1")}
+        assert set(run["metrics"]) == expected, variant
+        assert {"command", "git_commit", "versions", "machine", "wall_s", "params"} <= set(run)
+
+
+def test_finished_runs_are_skipped_and_a_changed_definition_starts_over(tmp_path, monkeypatch):
+    name = "mobilevit_patch_sizes"
+    first = run_experiment(name, seeds=[0], smoke=True, out_dir=tmp_path, progress=False)
+    calls = []
+    real_train = experiments.train
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    again = run_experiment(name, seeds=[0], smoke=True, out_dir=tmp_path, progress=False)
+    assert calls == [] and again["runs"] == first["runs"]  # nothing trained twice
+    run_experiment(name, seeds=[0, 1], smoke=True, out_dir=tmp_path, progress=False, variants=["config_b_842"])
+    assert len(calls) == 1  # only the missing (variant, seed)
+
+    changed = replace(EXPERIMENTS[name], hypothesis=EXPERIMENTS[name].hypothesis + "\nAn afterthought.")
+    monkeypatch.setitem(EXPERIMENTS, name, changed)
+    calls.clear()
+    run_experiment(name, seeds=[0], smoke=True, out_dir=tmp_path, progress=False)
+    assert len(calls) == 2  # both variants again: the stored runs belong to another definition
+
+
+def test_is_stale_can_fail(tmp_path, monkeypatch):
+    name = "poolformer_token_mixers"
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"definition_hash": definition_hash(name), "runs": {}}))
+    assert not is_stale(name, path) and stale_results(tmp_path) == []
+    # the code's definition changes after the results were made: the committed file is stale
+    changed = replace(EXPERIMENTS[name], recipe=replace(EXPERIMENTS[name].recipe, lr=1e-3))
+    monkeypatch.setitem(EXPERIMENTS, name, changed)
+    assert is_stale(name, path) and stale_results(tmp_path) == [name]
+    # a results file of an experiment that no longer exists is stale too
+    (tmp_path / "gone.json").write_text(json.dumps({"definition_hash": "0" * 16}))
+    assert stale_results(tmp_path) == ["gone", name]
+
+
+def test_the_hash_covers_hypothesis_variants_recipe_and_data():
+    exp = EXPERIMENTS["mobilevit_multi_scale"]
+    base = definition_hash(exp)
+    assert definition_hash(exp) == base  # stable
+    assert definition_hash(replace(exp, hypothesis=exp.hypothesis + ".")) != base
+    assert definition_hash(replace(exp, variants={**exp.variants, "extra": exp.variants["single_64"]})) != base
+    assert definition_hash(replace(exp, recipe=replace(exp.recipe, steps=exp.recipe.steps + 1))) != base
+    assert definition_hash(replace(exp, dataset={**exp.dataset, "seed": 1})) != base
+
+
+def test_model_specs_build_the_family_models_and_the_patch_stem():
+    spec = EXPERIMENTS["poolformer_token_mixers"].variants
+    overlap = build_model(spec["pooling3"], num_classes=2)
+    patch = build_model(spec["pooling3_patch_stem"], num_classes=2)
+    assert overlap.stem.kernel_size == (7, 7)
+    assert patch.stem[1].kernel_size == (1, 1) and patch.stem[1].in_channels == 48
+    x = torch.zeros(2, 3, 32, 32)
+    assert overlap.stem(x).shape == patch.stem(x).shape  # the same token grid
+    with pytest.raises(ValueError, match="unknown model family"):
+        build_model({"family": "resnet"}, 2)
+
+
+def test_command_line_list(capsys):
+    assert experiments.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in EXPERIMENTS:
+        assert name in out
