@@ -192,6 +192,23 @@ def _write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+MAX_CHECKPOINT_BYTES = 2 * 1024 * 1024  # small enough to commit: the chapters show these models' predictions
+
+
+def _save_checkpoint(model: torch.nn.Module, path: Path) -> str:
+    """Save the trained weights of a variant's first seed (what a chapter shows predictions of) and return the path
+    relative to the repository when it is inside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size:,} bytes, over the {MAX_CHECKPOINT_BYTES:,} a committed "
+                         "checkpoint may have: make the micro model smaller")
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def run_experiment(
     name: str,
     seeds: Sequence[int] | None = None,
@@ -251,6 +268,8 @@ def run_experiment(
             metrics.update({f"{k}@{size}": v for k, v in extra.items()})
         run = {"metrics": metrics, "history": result.history, "params": params, "steps": result.steps,
                "recipe": recipe.to_dict(), "wall_s": round(time.perf_counter() - began, 2), **_provenance(device)}
+        if seed == exp.seeds[0] and not smoke:
+            run["checkpoint"] = _save_checkpoint(model, Path(out_dir) / name / f"{variant}{suffix}.pt")
         results["runs"].setdefault(variant, {})[str(seed)] = run
         _write(path, results)
         if outer is not None:

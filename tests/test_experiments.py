@@ -121,3 +121,15 @@ def test_command_line_list(capsys):
     out = capsys.readouterr().out
     for name in EXPERIMENTS:
         assert name in out
+
+
+def test_the_first_seed_of_a_real_run_keeps_a_small_checkpoint_that_loads(tmp_path):
+    name = "mobilevit_patch_sizes"
+    results = run_experiment(name, seeds=[0, 1], steps=2, out_dir=tmp_path, progress=False,
+                             variants=["config_b_842"])
+    runs = results["runs"]["config_b_842"]
+    assert "checkpoint" in runs["0"] and "checkpoint" not in runs["1"]  # the chapters show one trained model
+    path = tmp_path / name / "config_b_842.steps2.pt"
+    assert runs["0"]["checkpoint"] == str(path) and path.stat().st_size <= experiments.MAX_CHECKPOINT_BYTES
+    model = build_model(EXPERIMENTS[name].variants["config_b_842"], num_classes=2, in_chans=3)
+    model.load_state_dict(torch.load(path, weights_only=True), strict=True)
