@@ -169,7 +169,7 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _provenance(device: torch.device) -> dict:
+def _provenance(device: torch.device, commit: str) -> dict:
     import numpy
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
     try:
@@ -181,7 +181,7 @@ def _provenance(device: torch.device) -> dict:
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
-    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "git_commit": _git_commit(),
+    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "git_commit": commit,
             "versions": versions, "machine": machine}
 
 
@@ -227,6 +227,7 @@ def run_experiment(
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     exp = EXPERIMENTS[name]
+    commit = _git_commit()  # the code this process imported: taken now, not after hours of training
     seeds = tuple(exp.seeds if seeds is None else seeds)
     names = list(exp.variants) if variants is None else list(variants)
     partial = smoke or steps is not None
@@ -267,7 +268,7 @@ def run_experiment(
             extra = evaluate(model, test_set, recipe, device, size=size)
             metrics.update({f"{k}@{size}": v for k, v in extra.items()})
         run = {"metrics": metrics, "history": result.history, "params": params, "steps": result.steps,
-               "recipe": recipe.to_dict(), "wall_s": round(time.perf_counter() - began, 2), **_provenance(device)}
+               "recipe": recipe.to_dict(), "wall_s": round(time.perf_counter() - began, 2), **_provenance(device, commit)}
         if seed == exp.seeds[0] and not smoke:
             run["checkpoint"] = _save_checkpoint(model, Path(out_dir) / name / f"{variant}{suffix}.pt")
         results["runs"].setdefault(variant, {})[str(seed)] = run
