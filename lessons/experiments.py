@@ -181,7 +181,8 @@ def _provenance(device: torch.device, commit: str) -> dict:
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
-    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "git_commit": commit,
+    program = "python -m lessons.experiments" if Path(sys.argv[0]).name == "experiments.py" else Path(sys.argv[0]).name
+    return {"command": " ".join([program, *sys.argv[1:]]), "git_commit": commit,
             "versions": versions, "machine": machine}
 
 
@@ -268,7 +269,8 @@ def run_experiment(
             extra = evaluate(model, test_set, recipe, device, size=size)
             metrics.update({f"{k}@{size}": v for k, v in extra.items()})
         run = {"metrics": metrics, "history": result.history, "params": params, "steps": result.steps,
-               "recipe": recipe.to_dict(), "wall_s": round(time.perf_counter() - began, 2), **_provenance(device, commit)}
+               "recipe": recipe.to_dict(), "wall_s": round(time.perf_counter() - began, 2),
+               **_provenance(device, commit)}
         if seed == exp.seeds[0] and not smoke:
             run["checkpoint"] = _save_checkpoint(model, Path(out_dir) / name / f"{variant}{suffix}.pt")
         results["runs"].setdefault(variant, {})[str(seed)] = run
