@@ -533,3 +533,22 @@ class BNTransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(x))
         return x + self.drop_path(self.mlp(x))
+
+
+def init_mmseg_head(head: nn.Module) -> None:
+    """How mmseg initialises a decode head of TopFormer or SeaFormer (the official backbone's ``init_weights`` does
+    not reach it): the last conv (``conv_seg``, the head's ``classifier``) ~ N(0, 0.01) with bias 0
+    (``BaseDecodeHead``'s ``init_cfg``); every other conv is a ``ConvModule``: Kaiming normal (fan_out, ReLU), BN
+    weight 1 and bias 0.
+    """
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            if m is head.classifier:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -29,7 +29,7 @@ from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier, Segmenter
 from .layers import (
     ActLayer, BNTransformerBlock, ConvBN, ConvNormAct, HardSigmoid, check_count, check_image_batch, drop_path_rates,
-    init_mobile_weights, mobilenetv2_block, resize_to, row_stages, stack_rows,
+    init_mmseg_head, init_mobile_weights, mobilenetv2_block, resize_to, row_stages, stack_rows,
 )
 from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
@@ -484,22 +484,7 @@ class LightHead(nn.Module):
         self.linear_fuse = ConvNormAct(local_chs, local_chs, 1, groups=local_chs if is_dw else 1, act_layer=nn.ReLU)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(local_chs, num_classes, 1)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """mmseg's init of a decode head, which the official LightHead inherits: every ``ConvModule`` conv
-        Kaiming-normal by fan-out (``torch``'s fan-out, out_chs * k * k, groups not divided out) with ReLU gain, BN
-        weight 1 and bias 0, and the classifier ``conv_seg`` ~ N(0, 0.01) (``BaseDecodeHead``'s ``init_cfg``)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
+        init_mmseg_head(self)  # mmseg initialises decode heads itself: the official LightHead inherits that
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.in_channels):

@@ -55,6 +55,7 @@ from .layers import (
     check_count,
     check_image_batch,
     drop_path_rates,
+    init_mmseg_head,
     init_mobile_weights,
     make_divisible,
     mobilenetv2_block,
@@ -470,24 +471,6 @@ TOPFORMER_CONFIGS: dict[str, TopFormerConfig] = {
     "small": TopFormerConfig("small", _SMALL_ROWS, (2, 4, 6, 9), num_heads=6, sim_width=192),
     "base": TopFormerConfig("base", _BASE_ROWS, (2, 4, 6, 9), num_heads=8, sim_width=256),
 }
-
-
-def init_mmseg_head(head: nn.Module) -> None:
-    """How mmseg initialises a decode head (the official backbone's ``init_weights`` does not reach it): the last
-    conv (``conv_seg``, our ``classifier``) ~ N(0, 0.01) with bias 0 (``BaseDecodeHead``'s ``init_cfg``); every other
-    conv is a ``ConvModule``: Kaiming normal (fan_out, ReLU), BN weight 1 and bias 0.
-    """
-    for m in head.modules():
-        if isinstance(m, nn.Conv2d):
-            if m is head.classifier:
-                nn.init.normal_(m.weight, 0.0, 0.01)
-            else:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class _TopFormerTrunk(nn.Module):
