@@ -130,10 +130,17 @@ def draw_reach(
 VARIANT_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#8c564b")
 
 
+def variant_order(results: dict) -> list[str]:
+    """The variants of the experiment in the order its code defines them (the JSON file stores them sorted)."""
+    from .experiments import EXPERIMENTS
+
+    exp = EXPERIMENTS.get(results.get("name", ""))
+    return list(exp.variants) if exp is not None else list(results["definition"]["variants"])
+
+
 def variant_colours(results: dict) -> dict[str, str]:
     """One colour per variant of the experiment's definition (order of definition)."""
-    names = list(results["definition"]["variants"])
-    return {name: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, name in enumerate(names)}
+    return {name: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, name in enumerate(variant_order(results))}
 
 
 def learning_curves(results: dict, variant: str, metric: str = "top1") -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +149,13 @@ def learning_curves(results: dict, variant: str, metric: str = "top1") -> tuple[
     curves = [{r["step"]: r[metric] for r in runs[s]["history"]["eval"]} for s in sorted(runs, key=int)]
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     return np.array(steps), np.array([[c[t] for t in steps] for c in curves], dtype=float)
+
+
+def metric_label(metric: str) -> str:
+    """An axis label: ``top1`` -> "top-1 (%)", ``top1@48`` -> "top-1 at 48 px (%)", others as they are."""
+    name, _, size = metric.partition("@")
+    label = {"top1": "top-1", "loss": "loss"}.get(name, name) + (f" at {size} px" if size else "")
+    return label + (" (%)" if name == "top1" else "")
 
 
 def plot_learning_curves(
@@ -159,7 +173,7 @@ def plot_learning_curves(
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.0))
     colours = variant_colours(results)
-    order = [v for v in results["definition"]["variants"] if v in results["runs"]]
+    order = [v for v in variant_order(results) if v in results["runs"]]
     variants = order if variants is None else list(variants)
     scale = 100.0 if metric.startswith("top1") else 1.0
     for variant in variants:
@@ -175,13 +189,48 @@ def plot_learning_curves(
         ax.plot(steps, mean, color=colours[variant], linewidth=1.8, label=f"{name} (n={len(values)})")
         ax.fill_between(steps, low, high, color=colours[variant], alpha=0.18, linewidth=0)
     ax.set_xlabel("training step", fontsize=11)
-    ax.set_ylabel(f"test {metric}" + (" (%)" if scale == 100.0 else ""), fontsize=11)
+    ax.set_ylabel(f"test {metric_label(metric)}", fontsize=11)
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=11)
     if legend:
         ax.legend(fontsize=10, loc="lower right", framealpha=0.9)
+    return ax
+
+
+def plot_by_size(
+    results: dict, sizes: Sequence[int], base_size: int, metric: str = "top1", ax: plt.Axes | None = None,
+    variants: Sequence[str] | None = None, labels: Mapping[str, str] | None = None, title: str | None = None,
+) -> plt.Axes:
+    """Final test ``metric`` against the test resolution: mean over seeds with the lowest and highest seed as error
+    bars. ``base_size`` is the data set's own size (its metric is ``metric``; the others ``metric@SIZE``)."""
+    from .claims.core import spread
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.0))
+    colours = variant_colours(results)
+    order = [v for v in variant_order(results) if v in results["runs"]]
+    sizes = sorted(sizes)
+    scale = 100.0 if metric.startswith("top1") else 1.0
+    for k, variant in enumerate(order if variants is None else variants):
+        spreads = [spread(results, variant, metric if s == base_size else f"{metric}@{s}") for s in sizes]
+        mean = np.array([sp.mean for sp in spreads]) * scale
+        low = mean - np.array([min(sp.values) for sp in spreads]) * scale
+        high = np.array([max(sp.values) for sp in spreads]) * scale - mean
+        x = np.array(sizes, dtype=float) + (k - 0.5) * 0.8  # side by side, not on top of each other
+        name = (labels or {}).get(variant, variant)
+        ax.errorbar(x, mean, yerr=[low, high], color=colours[variant], marker="o", linewidth=1.8, capsize=3,
+                    label=f"{name} (n={spreads[0].n})")
+    ax.axvline(base_size, color="#777777", linestyle=":", linewidth=1.2)
+    ax.set_xticks(sizes)
+    ax.set_xlabel("test resolution (pixels a side; dotted: training base)", fontsize=11)
+    ax.set_ylabel(f"final test {metric_label(metric)}", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=10, loc="lower center", framealpha=0.9)
     return ax
 
 
@@ -231,7 +280,7 @@ def results_table(
     """
     from .claims.core import spread
 
-    order = [v for v in results["definition"]["variants"] if v in results["runs"]]
+    order = [v for v in variant_order(results) if v in results["runs"]]
     header = ["variant", "seeds", *((metric_names or {}).get(m, m) for m in metrics)]
     if paper is not None:
         header.append(paper_header)
@@ -261,13 +310,14 @@ def normalise(images: torch.Tensor, dataset) -> torch.Tensor:
 
 
 def show_predictions(
-    images: torch.Tensor, targets: Sequence[int], predictions: Mapping[str, Sequence[int]],
+    images: torch.Tensor | Sequence[torch.Tensor], targets: Sequence[int], predictions: Mapping[str, Sequence[int]],
     class_names: Sequence[str] | None = None, titles: Sequence[str] | None = None, ncols: int | None = None,
     width: float = 9.0,
 ) -> plt.Figure:
     """A row (or rows) of test images, each titled with its label and every model's prediction (✓ right, ✗ wrong).
 
-    ``images``: ``[N, 3, H, W]`` in [0, 1] (not normalised). ``predictions``: model name -> N predicted classes.
+    ``images``: ``[N, 3, H, W]`` in [0, 1] (not normalised), or N images ``[3, H, W]`` of different sizes (each drawn
+    at the same width, pixels as blocks). ``predictions``: model name -> N predicted classes.
     """
     n = len(images)
     ncols = ncols or n
