@@ -67,3 +67,22 @@ def test_the_first_seed_of_every_variant_keeps_a_checkpoint_that_loads(name):
         in_chans, num_classes = 3, (10 if exp.dataset["name"] == "digits" else 2)
         model = build_model(spec, num_classes=num_classes, in_chans=in_chans)
         model.load_state_dict(torch.load(path, weights_only=True), strict=True)
+
+
+@pytest.mark.parametrize("name", SHOWN)
+def test_the_chapters_table_and_curves_cover_every_variant(name):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lessons.viz import plot_learning_curves, results_table
+
+    exp = EXPERIMENTS[name]
+    results = load_results(name, complete=True)
+    table = results_table(results, metrics=("top1", "steps_to_60"))
+    assert [row[0] for row in table.rows] == list(exp.variants)
+    assert all(row[1] == str(len(exp.seeds)) for row in table.rows)
+    ax = plot_learning_curves(results)
+    assert [line.get_label() for line in ax.get_lines()] == [f"{v} (n={len(exp.seeds)})" for v in exp.variants]
+    plt.close("all")
