@@ -71,6 +71,15 @@ MINI_PAPER = {
     "hybrid_ppaa": "81.0% ([Pool, Pool, Attention, Attention])",
 }
 
+# What the committed results show where the paper's direction does not (numbers from
+# book/data/experiments/poolformer_token_mixers.json).
+POOLING_VS_IDENTITY_SEEN = (
+    "not seen: every seed of both had left the plateau by the first evaluation, step 250 (test top-1 there: "
+    "identity 99.35, 99.70, 99.85%; pooling 3x3 99.55, 99.90, 100%), and all six end at 100%, so steps to leave 50% "
+    "are 250 ± 0 for both. The downsampling convolutions reach across the 32x32 picture by stage 3, so at this "
+    "scale the identity mixer is not held back (the experiment's hypothesis 1)"
+)
+
 
 def _miniature_claims() -> list[Claim]:
     return [
@@ -78,7 +87,7 @@ def _miniature_claims() -> list[Claim]:
             "poolformer.mini.pooling_beats_identity", FAMILY, MINI_SOURCE,
             "Miniature: pooling (3x3) learns the task faster than the identity mixer (paper: 77.2% vs 74.3%); "
             "measured as steps to leave the 50% plateau, since both end near 100%",
-            MINI, PLATEAU, ("pooling3", "identity"), relation="less"),
+            MINI, PLATEAU, ("pooling3", "identity"), relation="less", discrepancy=POOLING_VS_IDENTITY_SEEN),
         direction_claim(
             "poolformer.mini.hybrid_beats_pooling", FAMILY, MINI_SOURCE,
             "Miniature: the [Pool, Pool, Attention, Attention] hybrid learns the task faster than pooling everywhere "
