@@ -230,7 +230,7 @@ def plot_by_size(
     ax.axvline(base_size, color="#777777", linestyle=":", linewidth=1.2)
     ax.set_xticks(sizes)
     return _finish_axes(ax, "test resolution (pixels a side; dotted: training base)",
-                        f"final test {metric_label(metric)}", title, "lower center")
+                        f"final test {metric_label(metric)}", title, "best")
 
 
 def format_spread(mean: float, std: float, metric: str) -> str:
