@@ -230,7 +230,7 @@ def plot_by_size(
     ax.axvline(base_size, color="#777777", linestyle=":", linewidth=1.2)
     ax.set_xticks(sizes)
     return _finish_axes(ax, "test resolution (pixels a side; dotted: training base)",
-                        f"final test {metric_label(metric)}", title, "best")
+                        f"final test {metric_label(metric)}", title, "center left")
 
 
 def format_spread(mean: float, std: float, metric: str) -> str:
@@ -264,7 +264,9 @@ class ResultsTable:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
         note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
-        return f'<table class="results-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}'
+        # its own scrolling box: on a phone a wide table scrolls inside the output, never the page
+        return (f'<div style="overflow-x: auto; max-width: 100%"><table class="results-table"><thead><tr>{head}'
+                f'</tr></thead><tbody>{body}</tbody></table></div>{note}')
 
 
 def results_table(

@@ -170,6 +170,14 @@ PATCH_SPEED_SEEN = (
     "and the runs shared two CPU cores with other training, whose load moved a run's wall time between 96 and 161 s"
 )
 
+# From book/data/experiments/mobilevit_multi_scale.json.
+SCALE_AT_BASE_SEEN = (
+    "not seen: at the base 64x64 both end at 99.35 ± 0.16% (356, 357 and 357 of the 359 test digits right, seed "
+    "by seed, for both), and the multi-scale model learned the base size more slowly at first (76.0, 96.4, 95.3% "
+    "at step 100 against 97.8, 97.5, 98.6%). Its gain in the miniature is away from the base size (the claims at "
+    "40, 48, 80 and 96 pixels), which is what the experiment's hypothesis 1 expected ('at least as accurate')"
+)
+
 
 def _miniature_claims() -> list[Claim]:
     claims = [
@@ -188,7 +196,7 @@ def _miniature_claims() -> list[Claim]:
         direction_claim(
             "mobilevit.mini.multi_scale_at_base", "mobilevit", SAMPLER_SOURCE,
             "Miniature: the multi-scale sampler gives higher test top-1 than one resolution, at the base 64x64",
-            MINI_SCALE, "top1", ("multi_scale", "single_64"), relation="greater"),
+            MINI_SCALE, "top1", ("multi_scale", "single_64"), relation="greater", discrepancy=SCALE_AT_BASE_SEEN),
     ]
     for size in (40, 48, 80, 96):
         claims.append(direction_claim(
