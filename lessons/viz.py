@@ -144,9 +144,15 @@ def variant_colours(results: dict) -> dict[str, str]:
 
 
 def learning_curves(results: dict, variant: str, metric: str = "top1") -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, values[seed, step])`` of one variant's evaluations, on the steps every seed evaluated."""
+    """``(steps, values[seed, step])`` of one variant's evaluations, on the steps every seed evaluated.
+
+    ``metric="train_loss"``: the training loss the trainer logged (one batch's loss every ``log_every`` steps).
+    """
     runs = results["runs"][variant]
-    curves = [{r["step"]: r[metric] for r in runs[s]["history"]["eval"]} for s in sorted(runs, key=int)]
+    if metric == "train_loss":
+        curves = [dict(zip(runs[s]["history"]["step"], runs[s]["history"]["loss"])) for s in sorted(runs, key=int)]
+    else:
+        curves = [{r["step"]: r[metric] for r in runs[s]["history"]["eval"]} for s in sorted(runs, key=int)]
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     return np.array(steps), np.array([[c[t] for t in steps] for c in curves], dtype=float)
 
@@ -174,8 +180,10 @@ def _finish_axes(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None, lege
 def plot_learning_curves(
     results: dict, variants: Sequence[str] | None = None, metric: str = "top1", ax: plt.Axes | None = None,
     band: str = "minmax", title: str | None = None, labels: Mapping[str, str] | None = None, legend: bool = True,
+    max_step: int | None = None,
 ) -> plt.Axes:
-    """Test ``metric`` against training step: the mean over seeds as a line, the spread as a shaded band.
+    """Test ``metric`` (or ``"train_loss"``) against training step: the mean over seeds as a line, the spread as a
+    shaded band. ``max_step``: draw only the steps up to it (the start of training, where the variants differ).
 
     ``band``: ``"minmax"`` (the lowest and highest seed) or ``"std"`` (mean ± one sample standard deviation).
     ``variants``: the variants to draw (default: every variant the results hold, in the definition's order).
@@ -191,6 +199,9 @@ def plot_learning_curves(
     scale = 100.0 if metric.startswith("top1") else 1.0
     for variant in variants:
         steps, values = learning_curves(results, variant, metric)
+        if max_step is not None:
+            keep = steps <= max_step
+            steps, values = steps[keep], values[:, keep]
         values = values * scale
         mean = values.mean(axis=0)
         if band == "minmax":
@@ -201,7 +212,9 @@ def plot_learning_curves(
         name = (labels or {}).get(variant, variant)
         ax.plot(steps, mean, color=colours[variant], linewidth=1.8, label=f"{name} (n={len(values)})")
         ax.fill_between(steps, low, high, color=colours[variant], alpha=0.18, linewidth=0)
-    return _finish_axes(ax, "training step", f"test {metric_label(metric)}", title, "lower right" if legend else None)
+    ylabel = "training loss (one batch)" if metric == "train_loss" else f"test {metric_label(metric)}"
+    where = "upper right" if metric.endswith("loss") else "lower right"
+    return _finish_axes(ax, "training step", ylabel, title, where if legend else None)
 
 
 def plot_by_size(
