@@ -80,6 +80,13 @@ POOLING_VS_IDENTITY_SEEN = (
     "scale the identity mixer is not held back (the experiment's hypothesis 1)"
 )
 
+HYBRID_VS_POOLING_SEEN = (
+    "not seen: every seed of both had left the plateau by the first evaluation, step 250 (test top-1 there: hybrid "
+    "95.8, 99.9, 99.95%; pooling 3x3 99.55, 99.90, 100%), and all six end at 100%, so steps to leave 50% are "
+    "250 ± 0 for both. Every mixer solves this task, so there is no room for the hybrid's ImageNet gain; the "
+    "experiment's hypothesis 4 expected the hybrid to behave like pooling here, and it does"
+)
+
 
 def _miniature_claims() -> list[Claim]:
     return [
@@ -92,7 +99,7 @@ def _miniature_claims() -> list[Claim]:
             "poolformer.mini.hybrid_beats_pooling", FAMILY, MINI_SOURCE,
             "Miniature: the [Pool, Pool, Attention, Attention] hybrid learns the task faster than pooling everywhere "
             "(paper: 81.0% vs 77.2%); measured as steps to leave the 50% plateau",
-            MINI, PLATEAU, ("hybrid_ppaa", "pooling3"), relation="less"),
+            MINI, PLATEAU, ("hybrid_ppaa", "pooling3"), relation="less", discrepancy=HYBRID_VS_POOLING_SEEN),
         direction_claim(
             "poolformer.mini.pool_sizes_alike", FAMILY, MINI_SOURCE,
             "Miniature: pool sizes 3, 5 and 7 end alike (paper: similar top-1); final test top-1",
