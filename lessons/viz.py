@@ -1,4 +1,5 @@
-"""Figures the chapters draw by code: architecture diagrams and receptive-field maps.
+"""Figures the chapters draw by code: architecture diagrams, receptive-field maps, and the results of the miniature
+experiments (learning curves over seeds, a mean ± std table beside the paper's numbers, trained predictions).
 
 Plotting only; every number a figure shows is computed by the caller (from a model, a config or a count), so a
 figure can never disagree with the code it illustrates. Matplotlib, no other plotting library.
@@ -6,11 +7,13 @@ figure can never disagree with the code it illustrates. Matplotlib, no other plo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
@@ -116,3 +119,236 @@ def draw_reach(
     if title:
         ax.set_title(title, fontsize=10)
     return ax
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Learning in miniature: results of lessons.experiments (read through lessons.claims.core.load_results)
+# --------------------------------------------------------------------------------------------------------------------
+
+# Colour-blind-safe (Okabe-Ito) tones, then matplotlib's tab10 for longer lists; fixed by the variant's position in
+# the experiment's definition, so a variant keeps its colour in every figure of a chapter.
+VARIANT_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#8c564b")
+
+
+def variant_order(results: dict) -> list[str]:
+    """The variants of the experiment in the order its code defines them (the JSON file stores them sorted)."""
+    from .experiments import EXPERIMENTS
+
+    exp = EXPERIMENTS.get(results.get("name", ""))
+    return list(exp.variants) if exp is not None else list(results["definition"]["variants"])
+
+
+def variant_colours(results: dict) -> dict[str, str]:
+    """One colour per variant of the experiment's definition (order of definition)."""
+    return {name: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, name in enumerate(variant_order(results))}
+
+
+def learning_curves(results: dict, variant: str, metric: str = "top1") -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values[seed, step])`` of one variant's evaluations, on the steps every seed evaluated.
+
+    ``metric="train_loss"``: the training loss the trainer logged (one batch's loss every ``log_every`` steps).
+    """
+    runs = results["runs"][variant]
+    if metric == "train_loss":
+        curves = [dict(zip(runs[s]["history"]["step"], runs[s]["history"]["loss"])) for s in sorted(runs, key=int)]
+    else:
+        curves = [{r["step"]: r[metric] for r in runs[s]["history"]["eval"]} for s in sorted(runs, key=int)]
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return np.array(steps), np.array([[c[t] for t in steps] for c in curves], dtype=float)
+
+
+def metric_label(metric: str) -> str:
+    """An axis label: ``top1`` -> "top-1 (%)", ``top1@48`` -> "top-1 at 48 px (%)", others as they are."""
+    name, _, size = metric.partition("@")
+    label = {"top1": "top-1", "loss": "loss"}.get(name, name) + (f" at {size} px" if size else "")
+    return label + (" (%)" if name == "top1" else "")
+
+
+def _finish_axes(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None, legend: str | None) -> plt.Axes:
+    """Labels at 11 pt, ticks and legend at 10 pt (readable at the site's column width), a light grid."""
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=11)
+    if legend:
+        ax.legend(fontsize=10, loc=legend, framealpha=0.9)
+    return ax
+
+
+def plot_learning_curves(
+    results: dict, variants: Sequence[str] | None = None, metric: str = "top1", ax: plt.Axes | None = None,
+    band: str = "minmax", title: str | None = None, labels: Mapping[str, str] | None = None, legend: bool = True,
+    max_step: int | None = None,
+) -> plt.Axes:
+    """Test ``metric`` (or ``"train_loss"``) against training step: the mean over seeds as a line, the spread as a
+    shaded band. ``max_step``: draw only the steps up to it (the start of training, where the variants differ).
+
+    ``band``: ``"minmax"`` (the lowest and highest seed) or ``"std"`` (mean ± one sample standard deviation).
+    ``variants``: the variants to draw (default: every variant the results hold, in the definition's order).
+    Top-1 is drawn in percent. The legend says how many seeds each line averages.
+    """
+    if band not in ("minmax", "std"):
+        raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.0))
+    colours = variant_colours(results)
+    order = [v for v in variant_order(results) if v in results["runs"]]
+    variants = order if variants is None else list(variants)
+    scale = 100.0 if metric.startswith("top1") else 1.0
+    for variant in variants:
+        steps, values = learning_curves(results, variant, metric)
+        if max_step is not None:
+            keep = steps <= max_step
+            steps, values = steps[keep], values[:, keep]
+        values = values * scale
+        mean = values.mean(axis=0)
+        if band == "minmax":
+            low, high = values.min(axis=0), values.max(axis=0)
+        else:
+            std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+            low, high = mean - std, mean + std
+        name = (labels or {}).get(variant, variant)
+        ax.plot(steps, mean, color=colours[variant], linewidth=1.8, label=f"{name} (n={len(values)})")
+        ax.fill_between(steps, low, high, color=colours[variant], alpha=0.18, linewidth=0)
+    ylabel = "training loss (one batch)" if metric == "train_loss" else f"test {metric_label(metric)}"
+    where = "upper right" if metric.endswith("loss") else "lower right"
+    return _finish_axes(ax, "training step", ylabel, title, where if legend else None)
+
+
+def plot_by_size(
+    results: dict, sizes: Sequence[int], base_size: int, metric: str = "top1", ax: plt.Axes | None = None,
+    variants: Sequence[str] | None = None, labels: Mapping[str, str] | None = None, title: str | None = None,
+) -> plt.Axes:
+    """Final test ``metric`` against the test resolution: mean over seeds with the lowest and highest seed as error
+    bars. ``base_size`` is the data set's own size (its metric is ``metric``; the others ``metric@SIZE``)."""
+    from .claims.core import spread
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.0))
+    colours = variant_colours(results)
+    order = [v for v in variant_order(results) if v in results["runs"]]
+    sizes = sorted(sizes)
+    scale = 100.0 if metric.startswith("top1") else 1.0
+    for k, variant in enumerate(order if variants is None else variants):
+        spreads = [spread(results, variant, metric if s == base_size else f"{metric}@{s}") for s in sizes]
+        mean = np.array([sp.mean for sp in spreads]) * scale
+        low = mean - np.array([min(sp.values) for sp in spreads]) * scale
+        high = np.array([max(sp.values) for sp in spreads]) * scale - mean
+        x = np.array(sizes, dtype=float) + (k - 0.5) * 0.8  # side by side, not on top of each other
+        name = (labels or {}).get(variant, variant)
+        ax.errorbar(x, mean, yerr=[low, high], color=colours[variant], marker="o", linewidth=1.8, capsize=3,
+                    label=f"{name} (n={spreads[0].n})")
+    ax.axvline(base_size, color="#777777", linestyle=":", linewidth=1.2)
+    ax.set_xticks(sizes)
+    return _finish_axes(ax, "test resolution (pixels a side; dotted: training base)",
+                        f"final test {metric_label(metric)}", title, "center left")
+
+
+def format_spread(mean: float, std: float, metric: str) -> str:
+    """``mean ± std`` in the metric's natural unit: % for top-1, whole steps, milliseconds per step."""
+    if metric.startswith("top1"):
+        return f"{100 * mean:.1f} ± {100 * std:.1f}%"
+    if metric.startswith("steps_to_"):
+        return f"{mean:.0f} ± {std:.0f}"
+    if metric == "s_per_step":
+        return f"{1000 * mean:.0f} ± {1000 * std:.0f} ms"
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+class ResultsTable:
+    """Per variant: seeds, ``mean ± std`` of each metric, and the paper's number where it has one.
+
+    Renders as HTML in Jupyter and on the site, as aligned text elsewhere (and in nbval's comparison).
+    """
+
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence[str]], note: str = "") -> None:
+        self.header, self.rows, self.note = tuple(header), [tuple(r) for r in rows], note
+
+    def __repr__(self) -> str:
+        rows = [self.header, *self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines + ([self.note] if self.note else []))
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
+        # its own scrolling box: on a phone a wide table scrolls inside the output, never the page
+        return (f'<div style="overflow-x: auto; max-width: 100%"><table class="results-table"><thead><tr>{head}'
+                f'</tr></thead><tbody>{body}</tbody></table></div>{note}')
+
+
+def results_table(
+    results: dict, metrics: Sequence[str] = ("top1",), paper: Mapping[str, str] | None = None,
+    paper_header: str = "paper", labels: Mapping[str, str] | None = None, metric_names: Mapping[str, str] | None = None,
+) -> ResultsTable:
+    """The final numbers of every variant the results hold: n seeds and ``mean ± std`` (sample std) per metric.
+
+    ``metrics``: final metrics (``"top1"``, ``"top1@40"``) or derived ones (``"steps_to_60"``, ``"s_per_step"``; see
+    :data:`lessons.claims.core.DERIVED_METRICS`). ``paper``: variant -> the paper's number as text (its own units
+    and source; ImageNet, not this data set), shown in a last column; variants it lacks show a dash.
+    """
+    from .claims.core import spread
+
+    order = [v for v in variant_order(results) if v in results["runs"]]
+    header = ["variant", "seeds", *((metric_names or {}).get(m, m) for m in metrics)]
+    if paper is not None:
+        header.append(paper_header)
+    rows, censored_note = [], False
+    for variant in order:
+        row = [(labels or {}).get(variant, variant), str(len(results["runs"][variant]))]
+        for metric in metrics:
+            s = spread(results, variant, metric)
+            cell = format_spread(s.mean, s.std, metric)
+            if s.censored:
+                cell += f" ({s.censored} never)"
+                censored_note = True
+            row.append(cell)
+        if paper is not None:
+            row.append(paper.get(variant, "–"))
+        rows.append(row)
+    note = ("'never': seeds that did not reach the threshold within the step budget; they count as the budget "
+            "(so the mean is a lower bound)." if censored_note else "")
+    return ResultsTable(header, rows, note)
+
+
+def normalise(images: torch.Tensor, dataset) -> torch.Tensor:
+    """Images in [0, 1] as the trainer feeds them to a model: ``(x - dataset.mean) / dataset.std`` per channel."""
+    mean = torch.tensor(dataset.mean, dtype=images.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(dataset.std, dtype=images.dtype).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+def show_predictions(
+    images: torch.Tensor | Sequence[torch.Tensor], targets: Sequence[int], predictions: Mapping[str, Sequence[int]],
+    class_names: Sequence[str] | None = None, titles: Sequence[str] | None = None, ncols: int | None = None,
+    width: float = 9.0,
+) -> plt.Figure:
+    """A row (or rows) of test images, each titled with its label and every model's prediction (✓ right, ✗ wrong).
+
+    ``images``: ``[N, 3, H, W]`` in [0, 1] (not normalised), or N images ``[3, H, W]`` of different sizes (each drawn
+    at the same width, pixels as blocks). ``predictions``: model name -> N predicted classes.
+    """
+    n = len(images)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    lines = 1 + len(predictions) + (1 if titles else 0)
+    cell = width / ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, nrows * (cell + 0.2 * lines)), squeeze=False)
+    name = (lambda c: class_names[c]) if class_names is not None else str
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        text = ([titles[i]] if titles else []) + [f"label: {name(int(targets[i]))}"]
+        for model, pred in predictions.items():
+            mark = "✓" if int(pred[i]) == int(targets[i]) else "✗"
+            text.append(f"{model}: {name(int(pred[i]))} {mark}")
+        ax.set_title("\n".join(text), fontsize=10, loc="left")
+    fig.tight_layout()
+    return fig
