@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import lessons
 from lessons import measure
 
 
@@ -62,3 +63,14 @@ def official_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
         else:
             out[key] = torch.randn(shape, generator=generator)
     return out
+
+
+def assert_truncated_file_is_refused(tmp_path: Path, name: str, state_dict: dict[str, torch.Tensor]) -> None:
+    """A checkpoint file cut in half (an interrupted download) must fail with a message that says so."""
+    import pytest
+
+    path = tmp_path / f"{name}.pth"
+    torch.save(state_dict, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="download it again"):
+        lessons.create_model(name, checkpoint=path)

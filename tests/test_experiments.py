@@ -14,14 +14,11 @@ from lessons.experiments import (
     stale_results,
 )
 
+from helpers import one_thread_for_the_module
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these models are tiny, and on a shared machine extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+# One intra-op thread: these models are tiny, and on a shared machine extra threads only spin.
+one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
 
 
 def test_committed_results_match_their_definitions():

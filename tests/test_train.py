@@ -20,6 +20,8 @@ from lessons.data import ShapesWorld
 from lessons.sampler import MultiScaleBatchSampler
 from lessons.train import TrainConfig, confusion_matrix, lr_at, segmentation_metrics, train
 
+from helpers import one_thread_for_the_module
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -33,13 +35,8 @@ def _load_worker():
 worker = _load_worker()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these models are tiny, and on a shared machine extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread: these models are tiny, and on a shared machine extra threads only spin.
+one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
 
 
 # --------------------------------------------------------------------------------------------------------------------
