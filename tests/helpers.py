@@ -65,12 +65,15 @@ def official_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
-def assert_truncated_file_is_refused(tmp_path: Path, name: str, state_dict: dict[str, torch.Tensor]) -> None:
-    """A checkpoint file cut in half (an interrupted download) must fail with a message that says so."""
+def assert_truncated_file_is_refused(tmp_path: Path, name: str, checkpoint: dict) -> None:
+    """The whole checkpoint file loads into model ``name``; the same file cut in half (an interrupted download)
+    fails with a message that says so. ``checkpoint`` is what the authors' script saves (a state dict, or mmseg's
+    ``{"meta": ..., "state_dict": ...}``)."""
     import pytest
 
     path = tmp_path / f"{name}.pth"
-    torch.save(state_dict, path)
+    torch.save(checkpoint, path)
+    lessons.create_model(name, checkpoint=path)  # the whole file loads
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="download it again"):
         lessons.create_model(name, checkpoint=path)
