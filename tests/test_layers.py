@@ -285,3 +285,21 @@ def test_count_check_accepts_zero_only_where_zero_means_something():
         layers.check_count("num_classes", -1, minimum=0)
     with pytest.raises(ValueError, match="at least 3"):
         layers.check_count("side", 2, minimum=3)
+
+
+def test_conv_norm_act_activation_is_in_place_and_changes_nothing():
+    """In-place activations (timm's choice, for memory traffic) must give the out-of-place result, forward and back."""
+    from lessons.layers import ConvNormAct, make_act
+
+    assert make_act(nn.SiLU).inplace and make_act(nn.ReLU).inplace and make_act(nn.Hardswish).inplace
+    assert isinstance(make_act(nn.GELU), nn.GELU)  # a layer without ``inplace`` is built as it is
+    torch.manual_seed(0)
+    block = ConvNormAct(4, 8, act_layer=nn.SiLU)
+    assert block.act.inplace
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    y = block(x)
+    expected = torch.nn.functional.silu(block.bn(block.conv(x)))
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(y.square().sum(), x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
