@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": name, "family": family_of(name), "vim": name.endswith(VIM), "task": task,
                 "input_size": [1, 3, side, side],
                 "params": params, "macs": macs, "median_ms": round(timed[name].median_ms, 3),
-                "iqr_ms": round(timed[name].iqr_ms, 3), "runs": timed[name].runs,
+                "iqr_ms": round(timed[name].iqr_ms, 3), "runs": timed[name].forward_passes,
             })
     result = {
         "command": "python scripts/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
