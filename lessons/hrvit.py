@@ -16,7 +16,7 @@ read from all the others. To afford transformers at 1/4 resolution, every block 
 Configurations and every detail follow the official code (facebookresearch/HRViT, ``models/hrvit.py`` for
 ImageNet, ``segmentation/mmseg/models/backbones/hrvit.py`` and ``decode_heads/segformer_head.py`` for ADE20K,
 ``segmentation/configs/hrvit/*.py``); the code here is this book's own. The config dataclass carries switches for
-the paper's ablation study (read via seed 002): independent key and value, an overlapping conv patch embedding,
+the paper's ablation study: independent key and value, an overlapping conv patch embedding,
 sparse fusion, no parallel conv path, no extra Hardswish/BN, a plain MLP instead of MixCFN, no DES.
 """
 

@@ -566,3 +566,30 @@ def init_mmseg_head(head: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Patch embedding: image -> tokens (the foundations chapter's transformer section)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """Image to tokens as ViT makes them (Dosovitskiy et al. 2021, §3.1, Eq. 1).
+
+    Cut the image into non-overlapping ``patch_size x patch_size`` patches, flatten each patch and project it linearly
+    to ``dim`` channels. A convolution whose kernel and stride are both the patch size applies that one projection
+    to every patch; its map ``[B, dim, H/p, W/p]`` is flattened to tokens ``[B, N, dim]``, ``N = HW/p^2``, row by row.
+    The sides must be multiples of the patch size (ViT crops or resizes; it does not pad).
+    """
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        check_count("in_chans", in_chans)
+        check_count("dim", dim)
+        check_count("patch_size", patch_size)
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.proj.in_channels, multiple_of=self.patch_size)
+        return self.proj(x).flatten(2).transpose(1, 2)

@@ -155,14 +155,62 @@ def model_count(name: str, input_size: InputSize, counter: Counter | None = None
 
 @dataclass(frozen=True)
 class Latency:
-    """Wall-clock time of one forward pass: the median over many timed blocks, and the spread between quartiles."""
+    """Wall-clock time of one forward pass: the median over the timed samples, and the spread between quartiles.
+
+    A *sample* is one timing: of a single forward pass (:func:`compare_latency`, ``passes_per_sample=1``) or the
+    mean of a block of ``passes_per_sample`` passes (:func:`measure_latency`, whose ``torch.utils.benchmark`` times
+    blocks). ``samples_ms`` keeps every sample in the order taken, so two results of one :func:`compare_latency`
+    call can be compared round by round (:func:`paired_ratio`).
+    """
 
     median_ms: float
     iqr_ms: float
-    runs: int
+    samples: int
+    passes_per_sample: int = 1
+    samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def forward_passes(self) -> int:
+        """How many forward passes were timed in all."""
+        return self.samples * self.passes_per_sample
+
+    @property
+    def runs(self) -> int:
+        """Old name of :attr:`samples` (timed samples, which are blocks of passes for :func:`measure_latency`)."""
+        return self.samples
+
+    @property
+    def relative_iqr(self) -> float:
+        """The spread as a fraction of the median: a difference smaller than this is not shown by these samples."""
+        return self.iqr_ms / self.median_ms
 
     def __str__(self) -> str:
-        return f"{self.median_ms:.2f} ms (IQR {self.iqr_ms:.2f} ms, {self.runs} runs)"
+        if self.passes_per_sample == 1:
+            return f"{self.median_ms:.2f} ms (IQR {self.iqr_ms:.2f} ms, {self.samples} timed passes)"
+        return (f"{self.median_ms:.2f} ms (IQR {self.iqr_ms:.2f} ms; {self.samples} timed blocks of "
+                f"{self.passes_per_sample} passes, {self.forward_passes} passes)")
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if not values:
+        raise ValueError("no values")
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return q1, statistics.median(values), q3
+
+
+def paired_ratio(a: Latency, b: Latency) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile) of ``a``'s time over ``b``'s, sample by sample.
+
+    For two results of one :func:`compare_latency` call, sample ``i`` of each was taken in the same round, so a
+    machine that slows down for a while slows both sides of the ratio: its spread is smaller than the two IQRs.
+    """
+    if not isinstance(a, Latency) or not isinstance(b, Latency):
+        raise TypeError("paired_ratio compares two lessons.measure.Latency results")
+    if not a.samples_ms or len(a.samples_ms) != len(b.samples_ms):
+        raise ValueError("paired_ratio needs two results of one compare_latency call (the same number of samples)")
+    return _quartiles([x / y for x, y in zip(a.samples_ms, b.samples_ms)])
 
 
 def _torch_benchmark() -> ModuleType:
@@ -193,7 +241,9 @@ def measure_latency(
     """Time ``model`` on a random input: warm up, then ``torch.utils.benchmark`` picks how many runs fit.
 
     Honest timing means: evaluation mode, no autograd, warm-up runs (first calls allocate and pick kernels),
-    many runs, and the median rather than the mean (one slow run from a busy machine moves the mean, not the median).
+    many timed passes, and the median rather than the mean (one slow pass from a busy machine moves the mean, not
+    the median). ``torch.utils.benchmark`` times *blocks* of passes and reports one mean per block, so the result
+    has ``samples`` blocks of ``passes_per_sample`` passes each; its median and IQR are over the blocks.
     """
     size = _check_input_size(input_size)
     model.eval()
@@ -204,7 +254,8 @@ def measure_latency(
         stmt="model(x)", globals={"model": model, "x": x}, num_threads=num_threads or torch.get_num_threads()
     )
     measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    return Latency(measurement.median * 1e3, measurement.iqr * 1e3, len(measurement.times))
+    times = tuple(t * 1e3 for t in measurement.times)
+    return Latency(measurement.median * 1e3, measurement.iqr * 1e3, len(times), measurement.number_per_run, times)
 
 
 @torch.no_grad()
@@ -214,7 +265,8 @@ def compare_latency(
 ) -> dict[str, Latency]:
     """Time several models *interleaved* in one run, so a machine that slows down slows every model alike.
 
-    Each round times every model ``per_round`` times; the result per model is the median over all its runs.
+    Each round times every model ``per_round`` times, one forward pass per sample; the result per model is the
+    median over all its ``rounds * per_round`` samples. Compare two models with :func:`paired_ratio`.
     Ratios between the results are what a chapter should quote: absolute milliseconds depend on the machine.
     ``progress=True`` shows a tqdm bar over the rounds (for long benchmarks run from a script).
     """
@@ -235,8 +287,8 @@ def compare_latency(
                 times[name].append((time.perf_counter() - start) * 1e3)
     out = {}
     for name, ts in times.items():
-        quartiles = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
-        out[name] = Latency(statistics.median(ts), quartiles[2] - quartiles[0], len(ts))
+        q1, median, q3 = _quartiles(ts)
+        out[name] = Latency(median, q3 - q1, len(ts), 1, tuple(ts))
     return out
 
 

@@ -152,7 +152,8 @@ class BNAttention(nn.Module):
 
     q and k have ``key_dim`` (16) channels per head, v has ``attn_ratio * key_dim`` (32): keys are cheap because they
     only score, values carry the content. The scores are ``softmax(q k^T)`` **without** the 1/sqrt(key_dim) scale:
-    the official code defines ``self.scale`` but never applies it (facts.md §3), and so neither does this block.
+    the official code (``mmseg/models/backbones/topformer.py``, ``Attention``) defines ``self.scale`` but never
+    applies it, and so neither does this block.
     The heads are joined, passed through ReLU6 and projected back by a 1x1 conv + BN whose scale starts at 0.
     """
 

@@ -5,8 +5,12 @@
 
 The mobile papers time one image on one ARM core; this is the nearest thing CI's kind of machine can do: one x86
 core, batch 1, fp32, no autograd. Models that share an input size are timed *interleaved* (``compare_latency``), so
-a machine that slows down slows them alike; the medians of different groups were taken minutes apart. Absolute
-milliseconds belong to the machine recorded in the file; the chapter reads ratios and trends from them.
+a machine that slows down slows them alike; the medians of different groups were taken minutes apart, so only
+models of one group are compared with each other. Every timed pass is kept (``samples_ms``), in round order, so two
+models of a group can be compared round by round (``lessons.measure.paired_ratio``). Each segmenter is timed twice in
+its group: to a label map (its ``predict``) and its network alone (``forward_logits``, ``network_*`` fields), so the
+page can separate the network from the final upsample and argmax. Absolute milliseconds belong to the machine
+recorded in the file; the chapter reads ratios and trends from them.
 
 Each model's parameters and exact multiply-adds are recorded beside its time, and ``tests/test_cpu_latency_data.py``
 checks them against the code: when a model changes, the data is stale and the test says to re-run this script.
@@ -57,6 +61,21 @@ class LabelMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.predict(x)
+
+
+class Logits(nn.Module):
+    """Image -> logits at the head's own stride (``forward_logits``): a segmenter's network without the final
+    upsample and argmax."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_logits(x)
+
+
+NETWORK = "@network"  # key suffix of a segmenter's network-only timing within its group
 
 
 def build(name: str, task: str) -> nn.Module:
@@ -115,16 +134,25 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{task} at {side}x{side}: {', '.join(names)}", file=sys.stderr)
         models = {name: build(name, task) for name in names}
+        if task == "segmentation":  # the same model's network alone, interleaved with the rest (not for +vim rows)
+            models.update({name + NETWORK: Logits(models[name].model) for name in names if not name.endswith(VIM)})
         timed = compare_latency(models, (1, 3, side, side), rounds=args.rounds, per_round=args.per_round,
                                 progress=True)
         for name in names:
             params, macs = costs(name, side)
-            rows.append({
+            row = {
                 "model": name, "family": family_of(name), "vim": name.endswith(VIM), "task": task,
                 "input_size": [1, 3, side, side],
                 "params": params, "macs": macs, "median_ms": round(timed[name].median_ms, 3),
-                "iqr_ms": round(timed[name].iqr_ms, 3), "runs": timed[name].runs,
-            })
+                "iqr_ms": round(timed[name].iqr_ms, 3), "runs": timed[name].forward_passes,
+                "samples_ms": [round(t, 3) for t in timed[name].samples_ms],
+            }
+            network = timed.get(name + NETWORK)
+            if network is not None:
+                row.update({"network_median_ms": round(network.median_ms, 3),
+                            "network_iqr_ms": round(network.iqr_ms, 3),
+                            "network_samples_ms": [round(t, 3) for t in network.samples_ms]})
+            rows.append(row)
     result = {
         "command": "python scripts/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "created": datetime.date.today().isoformat(),

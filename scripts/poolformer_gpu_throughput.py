@@ -1,4 +1,4 @@
-"""GPU throughput of PoolFormer against the ResNets the paper's speed comparison uses (seed article §5.5).
+"""GPU throughput of PoolFormer against the ResNets the paper's speed comparison uses (the speed comparison of the review the PoolFormer chapter cites, §5.5).
 
 The comparison it reproduces: fp32 inference, batch 10, many timed iterations, on a GPU (the article used an
 RTX 2070 Super): PoolFormer-S12 runs at about ResNet-34's speed, S24 at ResNet-50's, S36 at ResNet-101's.

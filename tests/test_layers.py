@@ -303,3 +303,27 @@ def test_conv_norm_act_activation_is_in_place_and_changes_nothing():
     (grad,) = torch.autograd.grad(y.square().sum(), x)
     (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
     torch.testing.assert_close(grad, expected_grad)
+
+
+# ---------------------------------------------------------------------------------------------------- patch embedding
+
+
+def test_patch_embed_projects_each_flattened_patch_in_row_major_order():
+    embed = layers.PatchEmbed(3, 5, patch_size=4)
+    x = torch.randn(2, 3, 8, 12)
+    tokens = embed(x)
+    assert tokens.shape == (2, (8 // 4) * (12 // 4), 5)
+    # token (row 1, column 2) is the linear map of the patch x[:, :, 4:8, 8:12], flattened as the kernel is
+    patch = x[:, :, 4:8, 8:12].reshape(2, -1)
+    expected = patch @ embed.proj.weight.reshape(5, -1).T + embed.proj.bias
+    torch.testing.assert_close(tokens[:, 1 * 3 + 2], expected)
+
+
+def test_patch_embed_refuses_sides_that_are_not_multiples_of_the_patch():
+    embed = layers.PatchEmbed(3, 8, patch_size=4)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        embed(torch.randn(1, 3, 10, 8))
+    with pytest.raises(ValueError, match="expected 3 input channels"):
+        embed(torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="patch_size must be a positive int"):
+        layers.PatchEmbed(3, 8, patch_size=0)

@@ -22,6 +22,7 @@ from lessons.measure import (
     flops_by_part,
     macs_by_operator,
     measure_latency,
+    paired_ratio,
     params_by_part,
 )
 
@@ -192,6 +193,34 @@ def test_measure_latency_returns_a_positive_median() -> None:
     assert isinstance(result, Latency)
     assert result.median_ms > 0 and result.iqr_ms >= 0 and result.runs >= 1
     assert "ms" in str(result)
+
+
+def test_measure_latency_counts_timed_blocks_and_the_passes_in_them() -> None:
+    result = measure_latency(nn.Conv2d(3, 8, 3), (3, 16, 16), warmup=1, min_run_time=0.02)
+    # torch.utils.benchmark times blocks of passes: samples are blocks, and every pass is in one
+    assert result.samples == len(result.samples_ms) == result.runs >= 1
+    assert result.passes_per_sample >= 1 and result.forward_passes == result.samples * result.passes_per_sample
+    assert f"{result.samples} timed blocks" in str(result) or result.passes_per_sample == 1
+
+
+def test_compare_latency_keeps_every_pass_and_pairs_them_by_round() -> None:
+    models = {"one conv": nn.Conv2d(3, 8, 3, padding=1), "two convs": nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1))}
+    results = compare_latency(models, (3, 32, 32), rounds=3, warmup=1, per_round=2)
+    for result in results.values():
+        assert result.samples == result.forward_passes == 6 and result.passes_per_sample == 1
+        assert len(result.samples_ms) == 6 and "6 timed passes" in str(result)
+    q1, median, q3 = paired_ratio(results["two convs"], results["one conv"])
+    assert q1 <= median <= q3 and median > 0
+    ratios = sorted(a / b for a, b in zip(results["two convs"].samples_ms, results["one conv"].samples_ms))
+    assert ratios[0] <= median <= ratios[-1]
+
+
+def test_paired_ratio_refuses_results_it_cannot_pair() -> None:
+    with pytest.raises(TypeError, match="two lessons.measure.Latency"):
+        paired_ratio(1.0, 2.0)
+    with pytest.raises(ValueError, match="one compare_latency call"):
+        paired_ratio(Latency(1.0, 0.1, 2, 1, (1.0, 1.0)), Latency(1.0, 0.1, 3, 1, (1.0, 1.0, 1.0)))
 
 
 def test_compare_latency_returns_one_result_per_model() -> None:

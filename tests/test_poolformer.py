@@ -261,7 +261,7 @@ def test_from_timm_gives_equal_outputs(name):
 
 def test_fvcore_rule_adds_norms_and_adaptive_pooling_but_not_the_pooling_mixer():
     layers = {
-        "group_norm": (nn.GroupNorm(1, 4), 5), "layer_norm": (LayerNormChannel(4), 5),
+        "group_norm": (nn.GroupNorm(1, 4), 5), "layer_norm_written_out": (LayerNormChannel(4), 0),
         "batch_norm": (nn.BatchNorm2d(4), 2), "adaptive_pool": (nn.AdaptiveAvgPool2d(1), 1),
         "pooling_mixer": (Pooling(3), 0), "gelu": (nn.GELU(), 0),
     }

@@ -229,10 +229,9 @@ register_claims([
     fvcore_claim("mobilevit.xxs.macs_fvcore", "MobileViT-XXS MACs at 256x256, fvcore rule", 0.42, "mobilevit_xxs"),
     fvcore_claim("mobilevit.xs.macs_fvcore", "MobileViT-XS MACs at 256x256, fvcore rule", 1.05, "mobilevit_xs"),
     fvcore_claim("mobilevit.s.macs_fvcore", "MobileViT-S MACs at 256x256, fvcore rule", 2.03, "mobilevit_s"),
-    # Papers with Code, "Results from the Paper" (paperswithcode.com/paper/mobilevit-light-weight-general-purpose-and):
-    # MobileViT-XS, GFLOPs 0.7 -- the paper's Table 3 (MobileViT vs. DeIT and PiT). The paper classifies at 256x256
+    # The paper's Table 3 (MobileViT vs. DeIT and PiT): MobileViT-XS, 0.7 GFLOPs. The paper classifies at 256x256
     # (§4.1, §4.3) and, like most papers, says "FLOPs" for multiply-adds.
-    macs_claim("mobilevit.xs.paper_flops", "mobilevit", f"{PAPER}, Table 3 (via Papers with Code)",
+    macs_claim("mobilevit.xs.paper_flops", "mobilevit", f"{PAPER}, Table 3",
                "MobileViT-XS FLOPs (multiply-adds) at 256x256", 0.7, "mobilevit_xs", (3, 256, 256), decimals=1,
                discrepancy=PAPER_FLOPS_NOTE),
     *_miniature_claims(),

@@ -1,7 +1,7 @@
 """PP-MobileSeg's numbers (Tang et al., 2023, arXiv 2304.05152), as claims.
 
-Source: PaddleSeg ``configs/pp_mobileseg/README.md`` (main table, comparison table, ablation table) and the paper's
-§3.3 as the seed article quotes it. The README's parameter counts do not follow from the official code: counted here
+Source: PaddleSeg ``configs/pp_mobileseg/README.md`` (main table, comparison table, ablation table), the paper's
+abstract and §2.1, §3.3 (arXiv 2304.05152). The README's parameter counts do not follow from the official code: counted here
 and, as a check outside this repository, with the official Paddle code itself (paddlepaddle 3.3.1 on CPU, trainable
 parameters), PP-MobileSeg-Base with its config's ``inj_type: AAMSx8`` has 5,943,878 parameters, not 5.62M; with the
 BatchNorm statistics that Paddle also stores as parameters, 5,996,422. Each README count is therefore a claim with
@@ -27,7 +27,8 @@ README = "PaddleSeg configs/pp_mobileseg/README.md"
 MAIN = f"{README}, ADE20K table"
 COMPARISON = f"{README}, comparison table"
 ABLATION = f"{README}, ablation table (PP-MobileSeg-Base, ADE20K)"
-PAPER_33 = "paper §3.3 (StrideFormer ablation, seed 003) / README ablation rows +VIM -> +StrideFormer"
+PAPER = "PP-MobileSeg paper (arXiv 2304.05152)"
+PAPER_33 = f"{PAPER}, §3.3 / README ablation rows +VIM -> +StrideFormer"
 
 # The README's ablation of PP-MobileSeg-Base on ADE20K (configs/pp_mobileseg/README.md), each row as a model here:
 # (row, registered model, keyword arguments, README parameters in millions).
@@ -55,7 +56,12 @@ def _ratio(a: str, a_kwargs: dict, b: str, b_kwargs: dict) -> float:
 
 @functools.lru_cache(maxsize=None)
 def vim_agreement(name: str = "pp_mobileseg_base", size: int = 512, seed: int = 0) -> float:
-    """Percent of pixels where VIM's labels equal interpolate-then-argmax, on a seeded random model's logits."""
+    """Percent of pixels where VIM's labels equal interpolate-then-argmax, on a seeded random model fed noise.
+
+    A property the chapter demonstrates, not a paper claim: neither the paper nor the README states a pixel
+    agreement (the README's '+VIM' row moves mIoU 40.00 -> 40.07, so trained predictions do differ somewhere).
+    On random weights and noise it shows the mechanism at work, not the agreement a trained model reaches.
+    """
     seed_everything(seed)
     model = create_model(name).eval()
     x = torch.randn(1, 3, size, size)
@@ -98,9 +104,17 @@ _ABLATION_EXPLANATIONS = (
      "StrideFormer-Base with SeaFormer's fusion (inj_type 'origin', dims 128/160) and the PP-MobileSeg head has "
      "5,856,614 parameters (5.86M); the same ~0.32M gap as the final model"),
 )
-# "Four stages cut the parameter overhead by 32.19%" = (8.17 - 5.54) / 8.17. Claimed as "about 32%" (+-0.5 points):
-# the rows' absolute counts are not reproducible (above), so the ratio is what can be checked.
+# "Four stages cut the parameter overhead by 32.19%" = (8.17 - 5.54) / 8.17: the README's rows SeaFormer-Base (+VIM)
+# -> +StrideFormer. Claimed as "about 32%" (+-0.5 points): the rows' absolute counts are not reproducible (above), so
+# the ratio is what can be checked. The chapter's five-stage StrideFormer (pp_mobileseg_base_5stage) is this book's
+# own construction: an illustration, not the paper's comparison, so it is not a claim.
 ABOUT = 0.5
+ABSTRACT = f"{PAPER}, abstract (PP-MobileSeg-Base vs SeaFormer-Base on ADE20K)"
+ABSTRACT_PARAMS = (
+    "counted from the official code, PP-MobileSeg-Base (AAMSx8) has 5,943,878 parameters and SeaFormer-Base + "
+    "LightHead 8,605,654: 30.9% fewer. The README's own rows give 32.0% (5.62M vs 8.27M) or 35.0% (5.62M vs "
+    "8.64M); none of these is 32.9%"
+)
 
 register_claims([
     params_claim(
@@ -134,29 +148,22 @@ register_claims([
         lambda: (model_params("pp_mobileseg_base") - model_params("pp_mobileseg_base", fusion="sea_fusion")) / 1e6,
     ),
     Claim(
-        "pp_mobileseg.four_stages.param_cut_vs_5stage", FAMILY, PAPER_33,
-        "parameters cut by four stages instead of five: five-stage StrideFormer-Base -> four-stage (about 32%)",
-        32.19, "%", ABOUT,
-        lambda: _ratio("pp_mobileseg_base_5stage", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
+        "pp_mobileseg.four_stages.param_cut_vs_seaformer", FAMILY, PAPER_33,
+        "parameters cut from SeaFormer-Base (+VIM; five MV2 stages) to StrideFormer-Base (four MV3 stages), "
+        "about 32%", 32.19, "%", ABOUT,
+        lambda: _ratio("seaformer_base", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
     ),
     Claim(
-        "pp_mobileseg.four_stages.param_cut_vs_seaformer", FAMILY, PAPER_33,
-        "parameters cut from SeaFormer-Base (five MV2 stages) to StrideFormer-Base (four MV3 stages), about 32%",
-        32.19, "%", ABOUT,
-        lambda: _ratio("seaformer_base", {}, "pp_mobileseg_base", {"fusion": "sea_fusion"}),
+        "pp_mobileseg.base.param_cut_vs_seaformer_base", FAMILY, ABSTRACT,
+        "PP-MobileSeg-Base has 32.9% fewer parameters than SeaFormer-Base", 32.9, "%", rounding_tolerance(1),
+        lambda: _ratio("seaformer_base", {}, "pp_mobileseg_base", {}), discrepancy=ABSTRACT_PARAMS,
     ),
     # "Strided convolution before the SEA attention ... reduces the computation to 1/4 of the original" (paper
     # §2.1). The stride-2 depthwise conv itself costs about 1% more; "about a quarter" is claimed to +-1 point.
     Claim(
         "pp_mobileseg.strided_attention.flop_share", FAMILY,
-        "paper §2.1 (seed 003: 'reduced to 1/4 of the original')",
+        f"{PAPER}, §2.1 ('reduced to 1/4 of the original')",
         "strided SEA attention's FLOPs as a share of SEA attention's (StrideFormer-Base, 1/16 stage at 512x512)",
         25.0, "%", 1.0, strided_attention_share,
-    ),
-    # VIM keeps the predictions: README ablation '+VIM' leaves mIoU at 40.00 -> 40.07. Claimed: >= 99% of pixels.
-    Claim(
-        "pp_mobileseg.vim.agreement", FAMILY, f"{ABLATION} ('+VIM': mIoU 40.00 -> 40.07)",
-        "VIM labels equal interpolate-then-argmax on >= 99% of pixels (seeded random PP-MobileSeg-Base, 512x512)",
-        100.0, "%", 1.0, vim_agreement,
     ),
 ])

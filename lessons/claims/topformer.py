@@ -8,6 +8,16 @@ TopFormer the two differ by 4-8%, enough to move Tiny and Small across a roundin
 claimed twice: once under each rule. :data:`MMCV_RULES` (with :func:`lessons.measure.count_mmcv_flops`, or
 :data:`MMCV_FLOPS` as a ``model_count`` counter) reimplements mmcv's rule.
 
+Which BatchNorm the README counted is an inference, not a fact. mmcv charges a module only if its exact type is in
+its table (``type(module) in get_modules_mapping()``), which lists ``nn.BatchNorm1d/2d/3d`` but not
+``SyncBatchNorm``; the official configs build ``norm_cfg=dict(type='SyncBN')`` and ``tools/get_flops.py`` builds the
+model from the config as it is. Counted literally, then, every BN counts 0 (:data:`MMCV_FLOPS_SYNCBN`): Tiny 0.545G
+and Small 1.125G, which round to 0.5G and 1.1G, not the README's 0.6G and 1.2G. With plain BatchNorm counted
+(:data:`MMCV_FLOPS`) all three variants round to the README. So the README's FLOPs were most likely counted on a
+model built with plain BN (for example on one GPU, where SyncBN is commonly swapped for BN); both countings are
+registered. HRViT's README (its chapter) fits the opposite assumption, BN uncounted as for SyncBN, so neither
+reading is a rule for mmseg repositories in general.
+
 :data:`ABLATIONS` holds the paper's ablation study as named config overrides of one model.
 """
 
@@ -33,14 +43,14 @@ from .core import Claim, macs_claim, params_claim, register_claims, rounding_tol
 FAMILY = "topformer"
 README = "TopFormer README (ADE20K table) / paper Table 1"
 PADDLEVIT = "PaddleViT TopFormer README (port of the official ImageNet weights), 224x224"
-SEED = "paper, ablation study: 'Parameters and latency' (seed 000 §4.1)"
+PAPER_ABLATION = "TopFormer paper (CVPR 2022), ablation study, 'Parameters and latency'"
 
 # --------------------------------------------------------------------------------------------------------------------
 # Counting FLOPs the way the official repository did (mmcv's get_flops)
 # --------------------------------------------------------------------------------------------------------------------
 
 MMCV_RULES = MmcvRules(
-    exact_types=False,  # isinstance: SyncBatchNorm and any BatchNorm subclass count as BatchNorm
+    exact_types=False,  # isinstance, so this book's modules match; its models are built with plain nn.BatchNorm2d
     kinds=("conv", "batchnorm", "relu", "pool", "linear"),  # TopFormer/SeaFormer have no LayerNorm or Upsample module
     extra_types={
         "batchnorm": (nn.modules.batchnorm._BatchNorm,),
@@ -57,7 +67,12 @@ activations (the hard-sigmoid included) and pooling modules one per element, a L
 functional attention matmuls, ``adaptive_avg_pool2d`` and ``interpolate`` count 0."""
 
 MMCV_FLOPS = functools.partial(count_mmcv_flops, rules=MMCV_RULES)
-"""``model_count(name, size, counter=MMCV_FLOPS)``: FLOPs by mmcv's rule (one constant, so the cache is shared)."""
+"""``model_count(name, size, counter=MMCV_FLOPS)``: FLOPs by mmcv's rule on a model built with plain BatchNorm (one
+constant, so the cache is shared). This is the counting that reproduces the README (an inference: see above)."""
+MMCV_FLOPS_SYNCBN = functools.partial(count_mmcv_flops, rules=MMCV_RULES, count_batchnorm=False)
+"""mmcv's rule applied literally to the official configs, whose ``SyncBN`` layers are not in mmcv's table: every
+BatchNorm counts 0 (``tests/test_topformer.py`` checks this equals counting a model whose BNs are converted to
+``nn.SyncBatchNorm`` with mmcv's exact-type matching)."""
 
 
 def costs(name: str, input_size: tuple[int, ...], frozen_kwargs: tuple = ()) -> tuple[int, int, int]:
@@ -145,12 +160,22 @@ def exact_claim(
 
 def mmcv_claim(
     id: str, source: str, what: str, paper: float, model: str, input_size: tuple[int, ...], decimals: int = 1,
-    discrepancy: str | None = None,
+    discrepancy: str | None = None, counter=MMCV_FLOPS,
 ) -> Claim:
-    """A README FLOPs number checked under the counting rule the README used (mmcv's get_flops), in G."""
+    """A README FLOPs number checked under the counting rule the README used (mmcv's get_flops), in G; ``counter``
+    :data:`MMCV_FLOPS_SYNCBN` for the literal count of the SyncBN configs."""
     return macs_claim(
         id, FAMILY, source, what, paper, model, input_size, decimals=decimals, discrepancy=discrepancy,
-        counter=MMCV_FLOPS,
+        counter=counter,
+    )
+
+
+def syncbn_note(model_label: str, ours: str, readme: str) -> str:
+    """The discrepancy of a literal SyncBN count (mmcv counts no BN) that does not round to the README."""
+    return (
+        f"counted literally, mmcv's get_flops sees no BatchNorm in the official SyncBN config ({model_label}: "
+        f"{ours}, which rounds away from {readme}); with plain BN counted it matches (the mmcv-rule row): the README "
+        "was most likely counted on a plain-BN build"
     )
 
 
@@ -172,8 +197,15 @@ for key, label in _VARIANTS:
         _SEG_FLOPS[key], f"topformer_{key}", (3, 512, 512), discrepancy=None if exact_matches else EXACT_RULE,
     ))
     claims.append(mmcv_claim(
-        f"topformer.{key}.flops_mmcv", README, f"TopFormer-{label} FLOPs at 512x512, mmcv's rule",
+        f"topformer.{key}.flops_mmcv", README, f"TopFormer-{label} FLOPs at 512x512, mmcv's rule, plain BN counted",
         _SEG_FLOPS[key], f"topformer_{key}", (3, 512, 512),
+    ))
+    claims.append(mmcv_claim(
+        f"topformer.{key}.flops_mmcv_syncbn", README,
+        f"TopFormer-{label} FLOPs at 512x512, mmcv's rule on the SyncBN config (BN counts 0)",
+        _SEG_FLOPS[key], f"topformer_{key}", (3, 512, 512), counter=MMCV_FLOPS_SYNCBN,
+        discrepancy=None if key == "base" else syncbn_note(
+            f"TopFormer-{label}", {"tiny": "0.545G", "small": "1.125G"}[key], f"{_SEG_FLOPS[key]}G"),
     ))
 claims.append(exact_claim(
     "topformer.tiny448.flops_exact", README, "TopFormer-Tiny FLOPs at 448x448, exact count", 0.5,
@@ -186,7 +218,7 @@ claims.append(mmcv_claim(
 
 # "The semantics extractor has most of the parameters (74%) but relatively low FLOPs and latency (about 10%)."
 claims.append(Claim(
-    "topformer.tiny.extractor_param_share", FAMILY, SEED, "TopFormer-Tiny: extractor's share of parameters",
+    "topformer.tiny.extractor_param_share", FAMILY, PAPER_ABLATION, "TopFormer-Tiny: extractor's share of parameters",
     74.0, "%", rounding_tolerance(0), lambda: part_shares("topformer_tiny")["params"]["extractor"],
     discrepancy=(
         "Tiny gives 74.6% (Small 69.9%, Base 70.8%); the text we could read does not say which variant the paper's "
@@ -195,12 +227,12 @@ claims.append(Claim(
 ))
 ABOUT_TEN = 2.5  # "about 10%": accept 7.5-12.5%
 claims.append(Claim(
-    "topformer.tiny.extractor_flop_share_mmcv", FAMILY, SEED,
+    "topformer.tiny.extractor_flop_share_mmcv", FAMILY, PAPER_ABLATION,
     "TopFormer-Tiny: extractor's share of FLOPs at 512x512, mmcv's rule ('about 10%')", 10.0, "%", ABOUT_TEN,
     lambda: part_shares("topformer_tiny")["flops_mmcv"]["extractor"],
 ))
 claims.append(Claim(
-    "topformer.tiny.extractor_flop_share_exact", FAMILY, SEED,
+    "topformer.tiny.extractor_flop_share_exact", FAMILY, PAPER_ABLATION,
     "TopFormer-Tiny: extractor's share of FLOPs at 512x512, exact count ('about 10%')", 10.0, "%", ABOUT_TEN,
     lambda: part_shares("topformer_tiny")["flops_exact"]["extractor"],
     discrepancy=(
