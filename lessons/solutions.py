@@ -187,6 +187,13 @@ def fusion_steps() -> dict[str, int]:
 # ---- HRViT ---------------------------------------------------------------------------------------------------
 
 
+def stripe_macs_by_branch(windows: tuple[int, ...], side: int = 1024, variant: str = "b1") -> list[int]:
+    """HRViT, exercise 1: multiply-adds of one attention product per branch and block, for stripe widths ``windows``."""
+    channels = hrvit.make_config(variant).channels
+    return [hrvit.stripe_attention_macs(c, (side // (4 * 2**i), side // (4 * 2**i)), w)
+            for i, (c, w) in enumerate(zip(channels, windows))]
+
+
 def des_params(channels: int, p: int) -> int:
     """HRViT, exercise 2: parameters of a DES whose Kronecker factor is ``p`` (Linear p->p and Linear C/p->C/p)."""
     if channels % p:

@@ -228,6 +228,18 @@ def test_aamsx8_fits_the_ablation_step() -> None:
 # ---- HRViT ---------------------------------------------------------------------------------------------------
 
 
+def test_stripe_costs_per_branch() -> None:
+    default = solutions.stripe_macs_by_branch((1, 2, 7, 7))
+    assert default[0] == 2 * 256 * 256**2 * 16  # 256 one-row stripes of 256 tokens, 16 channels per half, twice
+    wide, mixed = solutions.stripe_macs_by_branch((7, 7, 7, 7)), solutions.stripe_macs_by_branch((1, 2, 3, 9))
+    changes = [abs(w - d) for w, d in zip(wide, default)]
+    assert changes.index(max(changes)) == 0
+    assert wide[0] == 2 * 37 * (7 * 256) ** 2 * 16  # ceil(256 / 7) = 37 stripes of 7 rows (padding included)
+    assert mixed[:2] == default[:2] and mixed[2] < default[2] and mixed[3] > default[3]
+    # stripes of 9 on the 32-row map: ceil(32 / 9) = 4 stripes, computed with their padding
+    assert mixed[3] == 2 * 4 * (9 * 32) ** 2 * 128
+
+
 @pytest.mark.parametrize("channels", [48, 96, 240, 384])  # HRViT-b2's widths
 def test_official_des_factor_is_a_best_one(channels: int) -> None:
     p = hrvit.kronecker_factor(channels)

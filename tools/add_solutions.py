@@ -45,8 +45,10 @@ def main(text_file: str) -> None:
                 position = exercise + n  # right after the exercises, in order
                 cells.insert(position, {"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": lines})
                 ids.insert(position, cell_id)
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"{path.relative_to(ROOT)}: {len(items)} solutions")
+        text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        if text != path.read_text(encoding="utf-8"):  # untouched notebooks are not rewritten
+            path.write_text(text, encoding="utf-8")
+            print(f"{path.relative_to(ROOT)}: solutions written")
 
 
 if __name__ == "__main__":

@@ -83,10 +83,10 @@ S["topformer"] = [
  [], ""),
 ("Keys only have to produce the attention *weights*: a dot product of width 16 per head is enough to rank "
  "tokens, and the softmax gives one number per pair whatever the width. The values are what the block passes on, "
- "so their width sets how much information flows. With `attn_ratio=1` the value projection, the projection "
- "after attention and the parts that read the concatenated heads shrink; with 4 they grow; the key projection "
- "does not change. Compare `count_params` and `flops_by_part` for "
- "`create_model(\"topformer_base\", attn_ratio=r)`, $r = 1, 2, 4$.",
+ "so their width sets how much information flows. With `attn_ratio=1` the value projection and the output "
+ "projection (which reads the concatenated values) shrink; with 4 they grow; the query and key projections do "
+ "not change. `params_by_part(create_model(\"topformer_base\", attn_ratio=r))` shows it: only the extractor "
+ "changes, 3.19M, 3.59M and 4.37M parameters for $r = 1, 2, 4$ (the test checks that only the extractor moves).",
  [], ""),
 ("Reuse a `SemanticInjection`'s layers and move the hard-sigmoid after the upsampling:",
  ["gate_after_upsampling"],
@@ -139,11 +139,16 @@ S["pp_mobileseg"] = [
 ]
 S["hrvit"] = [
 ("A stripe of width $w$ on an $H \\times W$ map holds $wW$ tokens, and the stripes' products cost "
- "$\\lceil H/w \\rceil (wW)^2 C/2$ per direction, about $w H W^2 C/2$: linear in $w$. At $1024 \\times 1024$ the "
- "1/4 branch has by far the most tokens, so changing its width from 1 to 7 (or 7 to 1) changes the attention "
- "FLOPs most there: `hrvit.stripe_attention_macs(channels, size, window)` per branch and `MmcvFlopCounter` with "
- "`hrvit.MMCV_RULES` for the whole model show it.",
- [], ""),
+ "$\\lceil H/w \\rceil (wW)^2 C/2$ per direction, about $w H W^2 C/2$: linear in $w$, and growing with the cube of "
+ "the side. Per branch of HRViT-b1 at $1024 \\times 1024$:",
+ ["stripe_macs_by_branch"],
+ "With the default widths $(1, 2, 7, 7)$ one product costs 537M, 268M, 257M and 64M multiply-adds per block on the "
+ "1/4 to 1/32 branches. $(7, 7, 7, 7)$ makes the 1/4 branch's 3.8G (about seven times: 37 stripes of 7 rows, the padding included) and the 1/8 "
+ "branch's 976M: the "
+ "1/4 branch, with by far the most tokens, changes most. $(1, 2, 3, 9)$ leaves those two alone, cuts the 1/16 "
+ "branch to 104M and raises the 1/32 branch to 85M (9 rows do not tile 32: four stripes, 36 rows with the "
+ "padding). For the whole model, `lessons.measure.MmcvFlopCounter` with `hrvit.MMCV_RULES` adds these up over "
+ "every block."),
 ("Every factorisation $C = pq$ gives $p^2 + q^2$ parameters (plus $p + q$ biases); $p^2 + q^2$ is smallest when "
  "$p$ and $q$ are as close to $\\sqrt{C}$ as possible:",
  ["des_params", "best_factorisation"],
