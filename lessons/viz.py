@@ -43,30 +43,45 @@ class Block:
 
 def draw_blocks(
     blocks: Sequence[Block], title: str | None = None, width: float = 1.6, height: float = 1.35, gap: float = 0.45,
-    ax: plt.Axes | None = None,
+    ax: plt.Axes | None = None, per_row: int | None = None, row_gap: float = 1.25,
 ) -> plt.Axes:
-    """Draw ``blocks`` left to right, joined by arrows (an architecture diagram). Returns the axes."""
+    """Draw ``blocks`` left to right, joined by arrows (an architecture diagram). Returns the axes.
+
+    ``per_row`` wraps the diagram after that many blocks (a row ends and the next begins with an arrow), so a long
+    network fits the page's width at a readable size; ``row_gap`` is the room under a row for the labels below it.
+    """
     if not blocks:
         raise ValueError("draw_blocks needs at least one Block")
+    if per_row is not None and per_row < 1:
+        raise ValueError(f"per_row must be a positive int, got {per_row!r}")
+    columns = min(per_row or len(blocks), len(blocks))
+    rows = -(-len(blocks) // columns)
+    pitch = height + row_gap  # vertical distance between rows
     if ax is None:
-        _, ax = plt.subplots(figsize=(len(blocks) * (width + gap) * 0.95, height + 1.4))
+        _, ax = plt.subplots(figsize=(columns * (width + gap) * 0.95, (rows - 1) * pitch * 0.95 + height + 1.4))
     for i, block in enumerate(blocks):
-        x = i * (width + gap)
+        x, y = (i % columns) * (width + gap), -(i // columns) * pitch
         ax.add_patch(FancyBboxPatch(
-            (x, 0), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
+            (x, y), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
             facecolor=BLOCK_COLOURS[block.kind], edgecolor="#444444", linewidth=1.0,
         ))
-        ax.text(x + width / 2, height - 0.2, block.name, ha="center", va="top", fontsize=9, fontweight="bold")
-        ax.text(x + width / 2, height / 2 - 0.12, block.detail, ha="center", va="center", fontsize=7.5,
+        ax.text(x + width / 2, y + height - 0.2, block.name, ha="center", va="top", fontsize=9, fontweight="bold")
+        ax.text(x + width / 2, y + height / 2 - 0.12, block.detail, ha="center", va="center", fontsize=7.5,
                 linespacing=1.3)
         if block.below:
-            ax.text(x + width / 2, -0.12, block.below, ha="center", va="top", fontsize=7.5, color="#333333",
+            ax.text(x + width / 2, y - 0.12, block.below, ha="center", va="top", fontsize=7.5, color="#333333",
                     linespacing=1.25)
-        if i:
-            ax.annotate("", xy=(x, height / 2), xytext=(x - gap, height / 2),
+        if i:  # an arrow in from the left (at a row's start: from the margin, continuing the row above)
+            ax.annotate("", xy=(x, y + height / 2), xytext=(x - gap, y + height / 2),
                         arrowprops={"arrowstyle": "->", "color": "#444444", "lw": 1.0})
-    ax.set_xlim(-0.1, len(blocks) * (width + gap) - gap + 0.1)
-    ax.set_ylim(-0.85, height + 0.15)
+        if (i + 1) % columns == 0 and i + 1 < len(blocks):  # the row continues below
+            ax.annotate("", xy=(x + width + gap, y + height / 2), xytext=(x + width, y + height / 2),
+                        arrowprops={"arrowstyle": "-", "color": "#444444", "lw": 1.0})
+    if rows == 1:
+        ax.set_xlim(-0.1, columns * (width + gap) - gap + 0.1)
+    else:  # room for the arrows that leave and enter a row
+        ax.set_xlim(-gap - 0.1, columns * (width + gap) + 0.1)
+    ax.set_ylim(-(rows - 1) * pitch - 0.85, height + 0.15)
     ax.set_aspect("equal")
     ax.axis("off")
     if title:
@@ -352,3 +367,91 @@ def show_predictions(
         ax.set_title("\n".join(text), fontsize=10, loc="left")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Widgets that work on the static site: every state rendered in advance, switched in the browser
+# --------------------------------------------------------------------------------------------------------------------
+
+
+IMAGE_FORMATS = ("png", "jpeg")
+
+
+def figure_bytes(fig: plt.Figure, image_format: str = "png", dpi: int = 100) -> bytes:
+    """The figure as PNG or JPEG bytes (closed afterwards, so the notebook does not also show it as an output).
+
+    JPEG (quality 85) is for figures made of photographs, which it stores in a fraction of PNG's size.
+    """
+    import io
+
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    buffer = io.BytesIO()
+    extra = {"pil_kwargs": {"quality": 85}} if image_format == "jpeg" else {}
+    fig.savefig(buffer, format=image_format, dpi=dpi, **extra)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def precomputed_widget(render, controls: Mapping[str, Sequence], labels: Mapping[str, str] | None = None,
+                       value: Mapping[str, object] | None = None, image_format: str = "png"):
+    """A widget that needs no kernel: ``render(**state)`` for every combination of ``controls``, switched in the page.
+
+    ``controls`` maps each keyword of ``render`` to the values it may take (one slider per keyword, in order;
+    ``labels`` gives a slider's description, the keyword by default). ``render`` returns a matplotlib figure (shown
+    as an image, PNG or ``image_format="jpeg"``) or a string (shown as HTML). The states are nested ``ipywidgets.Stack``s, one level per control, and
+    each slider's ``index`` is tied to every stack of its level with ``jslink``: the link runs in the browser, so the
+    page saved with its widget state responds to the sliders without Python. Keep the number of states small (they
+    are all stored in the notebook): a dozen or two.
+    """
+    import itertools
+
+    import ipywidgets as widgets
+
+    if not controls:
+        raise ValueError("precomputed_widget needs at least one control")
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    names = list(controls)
+    options = {name: list(controls[name]) for name in names}
+    for name, values in options.items():
+        if not values:
+            raise ValueError(f"control {name!r} has no values")
+    states = int(np.prod([len(v) for v in options.values()]))
+    if states > 64:
+        raise ValueError(f"{states} states are too many to store in a notebook; offer fewer values")
+    labels = dict(labels or {})
+    value = dict(value or {})
+    start = {name: options[name].index(value[name]) if name in value else 0 for name in names}
+
+    image_layout = widgets.Layout(max_width="100%", height="auto")  # one layout model shared by every image
+
+    def leaf(state: dict) -> widgets.Widget:
+        out = render(**state)
+        if isinstance(out, str):
+            return widgets.HTML(out)
+        return widgets.Image(value=figure_bytes(out, image_format), format=image_format, layout=image_layout)
+
+    def build(level: int, prefix: dict) -> tuple[widgets.Widget, list[list[widgets.Stack]]]:
+        """The stack for ``prefix`` and, per level below it, every stack it contains."""
+        name = names[level]
+        if level == len(names) - 1:
+            children = [leaf({**prefix, name: v}) for v in options[name]]
+            stack = widgets.Stack(children, selected_index=start[name])
+            return stack, [[stack]]
+        built = [build(level + 1, {**prefix, name: v}) for v in options[name]]
+        stack = widgets.Stack([b[0] for b in built], selected_index=start[name])
+        below = [list(itertools.chain.from_iterable(b[1][i] for b in built)) for i in range(len(names) - level - 1)]
+        return stack, [[stack], *below]
+
+    root, stacks_by_level = build(0, {})
+    sliders = []
+    for level, name in enumerate(names):
+        slider = widgets.SelectionSlider(
+            options=[str(v) for v in options[name]], index=start[name], description=labels.get(name, name),
+            continuous_update=True, style={"description_width": "initial"},
+        )
+        for stack in stacks_by_level[level]:
+            widgets.jslink((slider, "index"), (stack, "selected_index"))
+        sliders.append(slider)
+    return widgets.VBox([*sliders, root])

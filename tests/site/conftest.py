@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
 CHROMIUM = Path("/usr/bin/chromium")
-# Per page: (path, images, images too small to read, math typeset, math nodes, widgets rendered, widget views saved);
+# Per page: (path, images, images too small to read, math typeset, math nodes, widgets rendered, widget views saved,
+# widget controls moved);
 # printed at the end.
 PAGE_STATS = pytest.StashKey[list]()
 
@@ -108,10 +109,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.write_sep("-", "pages checked in the browser")
         terminalreporter.write_line(
             f"{'page':<40} {'images':>6} {'too small':>9} {'math typeset':>13} {'widgets rendered':>17}"
+            f" {'controls moved':>14}"
         )
-        for path, images, squeezed, typeset, nodes, rendered, saved in sorted(stats):
+        for path, images, squeezed, typeset, nodes, rendered, saved, controls in sorted(stats):
             terminalreporter.write_line(
-                f"{path:<40} {images:>6} {squeezed:>9} {typeset:>6}/{nodes:<6} {rendered:>8}/{saved:<8}"
+                f"{path:<40} {images:>6} {squeezed:>9} {typeset:>6}/{nodes:<6} {rendered:>8}/{saved:<8} {controls:>14}"
             )
     skipped = terminalreporter.stats.get("skipped", [])
     if skipped and not CHROMIUM.exists():

@@ -8,6 +8,10 @@ Every HTML page of _build/html is opened in Chromium, served from 127.0.0.1, and
   node appears, and no `$...$` or `\\(` is left as plain text in the prose (a sign the MyST parser missed it);
 - turn every saved ipywidget view (`script[type="application/vnd.jupyter.widget-view+json"]`) into a rendered
   widget, from the widget state stored in the notebook;
+- have widgets that respond without a kernel: moving any control of a widget (a slider one step, a dropdown to
+  another option) changes what the widget displays below it (its images, HTML or output), at 1280 px. A widget
+  made with `ipywidgets.interact` fails this on the static site, where no Python runs (use
+  `lessons.viz.precomputed_widget`);
 - make no request to another machine: every request is routed, those to 127.0.0.1/localhost and data:/blob:
   pass, all others are aborted and recorded, and the record must be empty;
 - log no console error and throw no page error, apart from the short allow-list below;
@@ -66,15 +70,9 @@ MIN_FIGURE_SCALE = 0.7
 # Pages whose figures are known to be squeezed below MIN_FIGURE_SCALE (measured scale of the worst image in the
 # comment). The check passes on these pages, and FAILS once a page listed here no longer needs it, so that the
 # entry is removed. Shrink this list as the notebooks' figures are redrawn; never add a page to it to pass.
-SQUEEZED_FIGURE_PAGES: dict[str, str] = {
-    "book/mobilevit.html": "2 of 4 images, worst 0.59",
-    "book/poolformer.html": "2 of 4 images (one inside a widget), worst 0.63",
-    "book/topformer.html": "3 of 6 images (one inside a widget), worst 0.54",
-    "book/seaformer.html": "4 of 6 images (one inside a widget), worst 0.43",
-    "book/pp_mobileseg.html": "1 of 4 images, 0.50",
-    "book/hrvit.html": "2 of 3 images, worst 0.58",
-    "book/comparison.html": "1 of 1 image, 0.54",
-}
+# Empty since every wide figure was redrawn for the 688 px column (diagrams wrapped or turned vertical, panels in
+# grids); a new figure that is too wide fails the check.
+SQUEEZED_FIGURE_PAGES: dict[str, str] = {}
 
 
 def built_pages() -> list[str]:
@@ -180,6 +178,21 @@ JS_ALL_WIDGETS_RENDERED = """
 """
 
 
+# What widget view `i` displays, apart from its controls: the images shown (by a digest of their data) and the text
+# of its HTML and output areas. Compared before and after a control moves.
+JS_WIDGET_DISPLAY = """
+(i) => {
+  const script = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')[i];
+  const area = script && script.previousElementSibling;
+  if (!area) return null;
+  const shown = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const images = [...area.querySelectorAll('img')].filter(shown).map(img => img.src.length + ':' + img.src.slice(-80));
+  const texts = [...area.querySelectorAll('.widget-html-content, .jp-OutputArea-output')].filter(shown)
+                  .map(el => el.textContent.trim());
+  return JSON.stringify({images, texts});
+}
+"""
+
 JS_SEARCH_ENTRIES = """
 () => [...document.querySelectorAll('.search-button, .search-button-field, form.bd-search')].filter(el => {
   const r = el.getBoundingClientRect();
@@ -246,6 +259,49 @@ JS_PANEL_STATE = """
   };
 }
 """
+
+
+def widget_control_problems(page) -> tuple[list[str], int]:
+    """Move every control of every rendered widget view once; each move must change what the view displays.
+
+    Sliders are moved one step with the keyboard (right, or left at the maximum), dropdowns to their next option.
+    Returns the problems and the number of controls tried.
+    """
+    problems: list[str] = []
+    tried = 0
+    views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]')
+    for i in range(views.count()):
+        area = views.nth(i).locator("xpath=preceding-sibling::*[1]")
+        controls = [("slider", h) for h in area.locator(".noUi-handle").all()]
+        controls += [("dropdown", d) for d in area.locator("select").all()]
+        for kind, control in controls:
+            label = control.evaluate(
+                "el => { const w = el.closest('.widget-inline-hbox, .jupyter-widgets');"
+                " const l = w && w.querySelector('.widget-label'); return l ? l.textContent.trim() : ''; }"
+            )
+            name = f"widget {i + 1}, {kind} {label!r}"
+            before = page.evaluate(JS_WIDGET_DISPLAY, i)
+            if before is None:
+                problems.append(f"{name}: the widget is not rendered")
+                continue
+            tried += 1
+            control.scroll_into_view_if_needed()
+            if kind == "slider":
+                at_max = control.get_attribute("aria-valuenow") == control.get_attribute("aria-valuemax")
+                control.focus()
+                page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")
+            else:
+                options = control.locator("option").all()
+                current = control.evaluate("el => el.selectedIndex")
+                if len(options) < 2:
+                    continue
+                control.select_option(index=(current + 1) % len(options))
+            try:
+                page.wait_for_function(f"() => ({JS_WIDGET_DISPLAY})({i}) !== {before!r}", timeout=3_000)
+            except Exception:  # noqa: BLE001 -- a timeout: the display did not change
+                problems.append(f"{name}: moving it changes nothing the widget displays (it needs a kernel? use "
+                                "lessons.viz.precomputed_widget)")
+    return problems, tried
 
 
 def meta_refresh_target(html: str) -> str | None:
@@ -362,6 +418,7 @@ def test_page(page_path: str, site_dir: Path, base_url: str, browser, page_stats
     views: list[dict] = []
     n_views = html.count('type="application/vnd.jupyter.widget-view+json"')
     n_images = 0
+    n_controls = 0
 
     squeezed = 0
     context = browser.new_context(viewport=DESKTOP)
@@ -420,6 +477,8 @@ def test_page(page_path: str, site_dir: Path, base_url: str, browser, page_stats
             problems += [f"saved widget view not rendered: model {v['modelId']}" for v in views if not v["rendered"]]
             if len(views) != n_views:
                 problems.append(f"{n_views} widget views in the HTML but {len(views)} in the page")
+            moved, n_controls = widget_control_problems(page)
+            problems += moved
 
         # Let late requests (fonts MathJax or the widgets asked for) finish before judging the network.
         page.wait_for_load_state("networkidle", timeout=NAVIGATION_TIMEOUT_MS)
@@ -438,7 +497,8 @@ def test_page(page_path: str, site_dir: Path, base_url: str, browser, page_stats
     problems += [f"page error: {m}" for m in record.page_errors if not allowed_console_message(m)]
 
     page_stats.append(
-        (page_path, n_images, squeezed, math.get("typeset", 0), math.get("nodes", 0), sum(v["rendered"] for v in views), n_views)
+        (page_path, n_images, squeezed, math.get("typeset", 0), math.get("nodes", 0), sum(v["rendered"] for v in views), n_views,
+         n_controls)
     )
     if problems:
         pytest.fail(f"{page_path}: {len(problems)} problem(s)\n  - " + "\n  - ".join(problems), pytrace=False)
