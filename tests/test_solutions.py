@@ -17,7 +17,7 @@ import lessons
 from lessons import hrvit, solutions
 from lessons.layers import MultiHeadSelfAttention
 from lessons.measure import count_macs, count_macs_fvcore, count_params, flops_by_part, macs_by_operator, mmcv_flops_by_part
-from tests.helpers import one_thread_for_the_module
+from helpers import one_thread_for_the_module
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 CHAPTERS = sorted(p.stem for p in BOOK.glob("*.ipynb"))
