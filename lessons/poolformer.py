@@ -122,7 +122,50 @@ class SpatialMlp(nn.Module):
         return f"spatial_size={self.spatial_size}"
 
 
-TOKEN_MIXERS = ("pooling", "identity", "attention", "spatial_mlp")
+class RandomMixing(nn.Module):
+    """A frozen random token-mixing matrix: the "global random matrix" of the token-mixer ablation.
+
+    Paper §4.4 (ablation table, "Token mixers": pooling -> global random matrix, 75.8% for S12 against 77.2% for
+    pooling and 74.3% for identity; figures as quoted in the project brief, the paper text was not reachable) and
+    its sequel's RandFormer (Yu et al., "MetaFormer Baselines for Vision", TPAMI 2024). The official code is the
+    sequel's ``RandomMixing`` (sail-sg/metaformer ``metaformer_baselines.py``; sail-sg/poolformer has none):
+
+        random_matrix = softmax(rand(N, N), dim=-1)      # N = H*W tokens, drawn once, never trained
+        out[:, m] = sum_n random_matrix[m, n] * x[:, n]  # every channel mixed over all positions alike
+
+    So every output token is a fixed, positive, row-normalised mix of *all* N input tokens (rand in [0, 1) through
+    a softmax gives weights within a factor e of each other: a global average with random, frozen tilts). Like
+    :class:`SpatialMlp` it fixes the token count, and like it it has no ``- x``: the block adds its input back.
+    Drawn from the global RNG when the model is built, so ``torch.manual_seed`` before building seeds it. Stored as
+    a buffer (the official code keeps a ``Parameter`` with ``requires_grad=False``; same state-dict key): saved with
+    the model, moved with ``.to()``, but never a parameter, so no optimizer, weight decay or parameter count sees it.
+    """
+
+    def __init__(self, spatial_size: tuple[int, int]) -> None:
+        super().__init__()
+        if (
+            not isinstance(spatial_size, (tuple, list)) or len(spatial_size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in spatial_size)
+        ):
+            raise ValueError(f"spatial_size must be two positive ints (height, width), got {spatial_size!r}")
+        self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
+        n = self.spatial_size[0] * self.spatial_size[1]
+        self.register_buffer("random_matrix", torch.softmax(torch.rand(n, n), dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[-2:]) != self.spatial_size:
+            raise ValueError(
+                f"the random-mixing mixer was built for [B, C, {self.spatial_size[0]}, {self.spatial_size[1]}] "
+                f"feature maps (its matrix is N x N with N = {self.random_matrix.shape[0]}) but got "
+                f"{list(x.shape)}; build the model with img_size equal to the input size"
+            )
+        return (x.flatten(2) @ self.random_matrix.T).reshape(x.shape)  # [B, C, N] @ M^T: out_m = sum_n M[m, n] x_n
+
+    def extra_repr(self) -> str:
+        return f"spatial_size={self.spatial_size}, frozen"
+
+
+TOKEN_MIXERS = ("pooling", "identity", "attention", "spatial_mlp", "random")
 
 
 def make_token_mixer(
@@ -131,7 +174,8 @@ def make_token_mixer(
     """The callable ``dim -> nn.Module`` that fills the MetaFormer block's token-mixer slot.
 
     ``"pooling"`` (PoolFormer, Eq. 4), ``"identity"`` (no token mixing at all, an ablation model),
-    ``"attention"`` (a transformer) or ``"spatial_mlp"`` (an MLP-like model; needs ``spatial_size``).
+    ``"attention"`` (a transformer), ``"spatial_mlp"`` (an MLP-like model; needs ``spatial_size``) or ``"random"``
+    (a frozen random token-mixing matrix, :class:`RandomMixing`; needs ``spatial_size``).
     """
     if name not in TOKEN_MIXERS:
         raise ValueError(f"unknown token mixer {name!r}; allowed: {', '.join(map(repr, TOKEN_MIXERS))}")
@@ -143,7 +187,9 @@ def make_token_mixer(
     if name == "attention":
         return lambda dim: FeatureMapAttention(dim, head_dim)
     if spatial_size is None:
-        raise ValueError("the 'spatial_mlp' mixer needs spatial_size: its Linear(N, N) fixes the token count")
+        raise ValueError(f"the {name!r} mixer needs spatial_size: its N x N matrix fixes the token count")
+    if name == "random":
+        return lambda dim: RandomMixing(spatial_size)
     return lambda dim: SpatialMlp(spatial_size)
 
 
@@ -367,13 +413,14 @@ class MetaFormerConfig:
                 raise ValueError(f"img_size must be an int >= 32, got {self.img_size!r}")
         elif self.fixed_size:
             raise ValueError(
-                "a spatial MLP mixer or a position embedding has a fixed token count: give img_size (e.g. 224)"
+                "a spatial MLP or random-mixing mixer or a position embedding has a fixed token count: give img_size "
+                "(e.g. 224)"
             )
 
     @property
     def fixed_size(self) -> bool:
         """Whether some part (spatial MLP, position embedding) only works at ``img_size``."""
-        return "spatial_mlp" in self.mixers or any(self.pos_embed)
+        return "spatial_mlp" in self.mixers or "random" in self.mixers or any(self.pos_embed)
 
     @property
     def stage_sizes(self) -> tuple[int, int, int, int] | None:

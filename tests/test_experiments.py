@@ -28,7 +28,8 @@ def test_committed_results_match_their_definitions():
 
 
 def test_every_experiment_states_a_hypothesis_and_cites_its_paper():
-    assert {"poolformer_token_mixers", "mobilevit_patch_sizes", "mobilevit_multi_scale"} <= set(EXPERIMENTS)
+    assert {"poolformer_token_mixers", "mobilevit_patch_sizes", "mobilevit_multi_scale", "poolformer_token_mixers_48",
+            "mobilevit_patch_sizes_128"} <= set(EXPERIMENTS)
     for name, exp in EXPERIMENTS.items():
         assert exp.name == name
         assert "Hypothes" in exp.hypothesis and ("ICLR" in exp.hypothesis or "CVPR" in exp.hypothesis), name
@@ -111,6 +112,27 @@ def test_model_specs_build_the_family_models_and_the_patch_stem():
     assert overlap.stem(x).shape == patch.stem(x).shape  # the same token grid
     with pytest.raises(ValueError, match="unknown model family"):
         build_model({"family": "resnet"}, 2)
+
+
+def test_the_second_attempts_build_what_their_hypotheses_describe():
+    pool = EXPERIMENTS["poolformer_token_mixers_48"]
+    assert pool.dataset["size"] == 48 and pool.recipe.eval_every == 25
+    x = torch.zeros(2, 3, 48, 48)
+    torch.manual_seed(0)
+    random = build_model(pool.variants["random"], num_classes=2)
+    mixers = [block.token_mixer for stage in random.stages for block in stage.blocks]
+    assert [tuple(m.random_matrix.shape) for m in mixers] == [(144, 144), (36, 36), (9, 9), (9, 9), (4, 4)]
+    assert not any("random_matrix" in name for name, _ in random.named_parameters())  # frozen: buffers only
+    patch = build_model(pool.variants["pooling3_patch4_stem"], num_classes=2)
+    overlap = build_model(pool.variants["pooling3"], num_classes=2)
+    assert isinstance(patch.stem[0], torch.nn.PixelUnshuffle) and patch.stem[0].downscale_factor == 4
+    assert patch.stem(x).shape == overlap.stem(x).shape == (2, 16, 12, 12)  # 4x4 patches, the official grid
+    assert random(x).shape == (2, 2)
+    # MobileViT at 128x128: the three MobileViT stages see 16x16, 8x8 and 4x4 maps, so config-B's patches (8, 4, 2)
+    # cut each into a 2x2 grid -- several tokens per attention, unlike the first attempt's single token at 64x64
+    vit = EXPERIMENTS["mobilevit_patch_sizes_128"]
+    assert vit.dataset["size"] == 128 and vit.variants["config_b_842"]["patch_sizes"] == [8, 4, 2]
+    assert [128 // stride // patch for stride, patch in zip((8, 16, 32), (8, 4, 2))] == [2, 2, 2]
 
 
 def test_command_line_list(capsys):

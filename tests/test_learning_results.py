@@ -18,8 +18,9 @@ from lessons.experiments import EXPERIMENTS, MAX_CHECKPOINT_BYTES, RESULTS_DIR, 
 SHOWN = sorted({c.experiment for c in all_claims() if isinstance(c, DirectionClaim)})
 
 
-def test_the_book_shows_the_three_classification_ablations():
-    assert SHOWN == ["mobilevit_multi_scale", "mobilevit_patch_sizes", "poolformer_token_mixers"]
+def test_the_book_shows_the_classification_ablations_and_their_second_attempts():
+    assert SHOWN == ["mobilevit_multi_scale", "mobilevit_patch_sizes", "mobilevit_patch_sizes_128",
+                     "poolformer_token_mixers", "poolformer_token_mixers_48"]
 
 
 @pytest.mark.parametrize("name", SHOWN)

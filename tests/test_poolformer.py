@@ -18,6 +18,7 @@ from lessons.poolformer import (
     MetaFormerBlock,
     MetaFormerConfig,
     Pooling,
+    RandomMixing,
     SpatialMlp,
     make_token_mixer,
 )
@@ -83,6 +84,64 @@ def test_spatial_mlp_mixes_positions_and_rejects_other_sizes():
     assert torch.equal(mixer(x), x.flatten(2).flip(-1).reshape(x.shape))
     with pytest.raises(ValueError, match="built for 4x4"):
         mixer(torch.randn(1, 3, 5, 5))
+
+
+def test_random_mixing_is_frozen_row_stochastic_and_mixes_every_token():
+    torch.manual_seed(0)
+    mixer = RandomMixing((3, 4))
+    matrix = mixer.random_matrix
+    assert matrix.shape == (12, 12) and list(mixer.parameters()) == []  # a buffer: nothing to train
+    assert "random_matrix" in mixer.state_dict()  # ... but saved with the model
+    torch.testing.assert_close(matrix.sum(dim=1), torch.ones(12))  # rows are softmax-normalised
+    assert (matrix > 0).all() and not torch.allclose(matrix, torch.full_like(matrix, 1 / 12))  # random, not uniform
+    x = torch.randn(2, 5, 3, 4)
+    torch.testing.assert_close(mixer(x), torch.einsum("mn,bcn->bcm", matrix, x.flatten(2)).reshape(x.shape))
+    # every output token depends on every input token: a change at one position moves all twelve outputs
+    y = x.clone()
+    y[:, :, 2, 3] += 1.0
+    assert ((mixer(y) - mixer(x)).abs().amin(dim=(0, 1)) > 0).all()
+    # the same seed gives the same matrix (it is drawn when the model is built), another seed another one
+    torch.manual_seed(0)
+    assert torch.equal(RandomMixing((3, 4)).random_matrix, matrix)
+    torch.manual_seed(1)
+    assert not torch.equal(RandomMixing((3, 4)).random_matrix, matrix)
+
+
+def test_random_mixing_stays_frozen_while_the_model_trains():
+    torch.manual_seed(0)
+    config = MetaFormerConfig("r", (1, 1, 1, 1), (16, 16, 16, 16), mixers=("random",) * 4, img_size=32)
+    model = MetaFormer(config, num_classes=2)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("random_matrix")}
+    assert len(before) == 4 and not any(n.endswith("random_matrix") for n, _ in model.named_parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.5)
+    loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert model.stages[0].blocks[0].token_mixer.random_matrix.shape == (64, 64)  # 8x8 tokens at 32x32
+
+
+@pytest.mark.parametrize("bad", [None, (0, 4), (4,), (2.0, 2), (True, 3), "4x4"])
+def test_random_mixing_rejects_a_bad_spatial_size(bad):
+    with pytest.raises(ValueError, match="spatial_size"):
+        RandomMixing(bad)
+    if bad is None:
+        with pytest.raises(ValueError, match="'random' mixer needs spatial_size"):
+            make_token_mixer("random")
+
+
+def test_random_mixing_rejects_another_map_size_and_needs_img_size():
+    mixer = RandomMixing((4, 4))
+    with pytest.raises(ValueError, match=r"built for \[B, C, 4, 4\]"):
+        mixer(torch.randn(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"built for \[B, C, 4, 4\]"):
+        mixer(torch.randn(3, 4, 4))
+    with pytest.raises(ValueError, match="fixed token count: give img_size"):
+        MetaFormerConfig("x", (1, 1, 1, 1), (16, 16, 16, 16), mixers=("random",) * 4)
+    model = MetaFormer(MetaFormerConfig("x", (1, 1, 1, 1), (16, 16, 16, 16), mixers=("random",) * 4, img_size=32), 2)
+    with pytest.raises(ValueError, match="build it with img_size=64"):
+        model(torch.randn(1, 3, 64, 64))
 
 
 # ---------------------------------------------------------------------------------------------------- norms, block
