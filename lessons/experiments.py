@@ -90,13 +90,29 @@ def experiment(fn: Callable[[], Experiment]) -> Callable[[], Experiment]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _tuples(value):
+    """JSON lists back to the (nested) tuples the config dataclasses hold."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+SEGMENTER_FAMILIES = ("topformer", "seaformer")  # families whose models output [B, classes, H, W] logits
+
+
 def build_model(spec: dict, num_classes: int, in_chans: int = 3) -> nn.Module:
-    """A model from a spec: ``{"family": "metaformer" | "mobilevit", ...config fields...}``.
+    """A model from a spec: ``{"family": "metaformer" | "mobilevit" | "topformer" | "seaformer", ...fields...}``.
 
     metaformer: the fields of :class:`lessons.poolformer.MetaFormerConfig`, plus ``stem``: ``"overlap"`` (the
     official 7x7 stride-4 conv, neighbouring patches overlap by 3 pixels) or ``"patch"`` (each token a linear map of
     its own 4x4 pixels and nothing else: ``PixelUnshuffle(4)`` then a 1x1 conv, ViT's non-overlapping patch
     embedding; same token grid). mobilevit: the fields of :class:`lessons.mobilevit.MobileViTConfig`.
+
+    The segmenters (logits at the input's size): topformer: the fields of
+    :class:`lessons.topformer.TopFormerConfig` (ablation knobs included) for a :class:`lessons.topformer.TopFormer`;
+    seaformer: the fields of :class:`lessons.seaformer.SeaFormerConfig` (``sea_detail``, ``sea_axial`` included) for
+    a :class:`lessons.seaformer.SeaFormerSeg`. Both take ``drop_path_rate`` (default 0: the micro runs are short)
+    and TopFormer ``drop_rate`` (its head's dropout, default the official 0.1, as SeaFormer's LightHead keeps it)
+    beside the config. A new segmenter family is one more branch here
+    that builds a :class:`lessons.contract.Segmenter` from plain data.
     """
     spec = dict(spec)
     family = spec.pop("family")
@@ -114,7 +130,18 @@ def build_model(spec: dict, num_classes: int, in_chans: int = 3) -> nn.Module:
         from .mobilevit import MobileViT, MobileViTConfig
         config = MobileViTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         return MobileViT(config, num_classes=num_classes, in_chans=in_chans)
-    raise ValueError(f"unknown model family {family!r}; known: 'metaformer', 'mobilevit'")
+    if family == "topformer":
+        from .topformer import TopFormer, TopFormerConfig
+        extra = {k: spec.pop(k) for k in ("drop_path_rate", "drop_rate") if k in spec}
+        config = TopFormerConfig(**{k: _tuples(v) for k, v in spec.items()})
+        return TopFormer(config, num_classes=num_classes, in_chans=in_chans,
+                         **{"drop_path_rate": 0.0, "drop_rate": 0.1, **extra})
+    if family == "seaformer":
+        from .seaformer import SeaFormerConfig, SeaFormerSeg
+        drop_path_rate = spec.pop("drop_path_rate", 0.0)
+        config = SeaFormerConfig(**{k: _tuples(v) for k, v in spec.items()})
+        return SeaFormerSeg(config, num_classes=num_classes, in_chans=in_chans, drop_path_rate=drop_path_rate)
+    raise ValueError(f"unknown model family {family!r}; known: 'metaformer', 'mobilevit', 'topformer', 'seaformer'")
 
 
 # --------------------------------------------------------------------------------------------------------------------
