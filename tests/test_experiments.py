@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lessons import experiments
+from lessons.data import make_datasets
 from lessons.experiments import (
     EXPERIMENTS, RESULTS_DIR, Experiment, build_model, definition_hash, experiment, is_stale, run_experiment,
     stale_results,
@@ -54,7 +55,11 @@ def test_every_experiment_runs_two_steps_on_a_tiny_batch(name, tmp_path):
     for variant, runs in written["runs"].items():
         run = runs["0"]
         assert run["steps"] == 2 and len(run["history"]["loss"]) == 2
-        expected = {"loss", "top1"} | {f"{m}@{s}" for s in exp.eval_sizes for m in ("loss", "top1")}
+        names = ("loss", "top1") if exp.recipe.task == "classification" else ("loss", "pixel_acc", "miou")
+        expected = set(names) | {f"{m}@{s}" for s in exp.eval_sizes for m in names}
+        if exp.recipe.task == "segmentation":  # per-class IoU and the data set's groups, at the end
+            world, _ = make_datasets(**{**exp.dataset, "n_train": 1, "n_test": 1})
+            expected |= {f"iou.{c}" for c in world.class_names} | set(world.metric_groups)
         assert set(run["metrics"]) == expected, variant
         assert {"command", "git_commit", "versions", "machine", "wall_s", "params"} <= set(run)
 
