@@ -28,7 +28,7 @@ from ..measure import (
     model_params,
     params_by_part,
 )
-from .core import Claim, macs_claim, params_claim, register_claims, rounding_tolerance
+from .core import Claim, direction_claim, macs_claim, params_claim, register_claims, rounding_tolerance
 
 FAMILY = "topformer"
 README = "TopFormer README (ADE20K table) / paper Table 1"
@@ -220,5 +220,54 @@ for key, label in _VARIANTS:
         f"TopFormer-{label} ImageNet classifier FLOPs at 224x224, mmcv-style rule", flops, f"topformer_{key}_cls",
         (3, 224, 224), decimals=2,
     ))
+
+# --------------------------------------------------------------------------------------------------------------------
+# Learning in miniature (lessons.experiments.topformer_ablations): the directions of the paper's ablation study
+# --------------------------------------------------------------------------------------------------------------------
+
+MINI = "topformer_ablations"
+MINI_SOURCE = ("paper §4.1, ablation study (ADE20K; the tables' numbers were not found in any text source available "
+               "to this book, so only the directions its text states are checked)")
+# What the chapter's table shows beside each miniature variant: the paper's ADE20K result for that row where a
+# number was found (none was), otherwise the direction its text gives.
+MINI_PAPER = {
+    "paper": "the paper's choice in every table (Tiny: 33.6 mIoU, README)",
+    "last_token": "lower than the pyramid (number not found)",
+    "no_attention": "lower: w/o MHSA, more FFN (number not found)",
+    "sigmoid_attn_only": "lower than both branches (number not found)",
+    "sem_info_only": "lower than both branches (= Sum head; number not found)",
+    "concat_head": "lower than the paper's head (number not found)",
+}
+
+# What the committed results show where the paper's direction does not (numbers from
+# book/data/experiments/topformer_ablations.json), filled in after the runs.
+MINI_SEEN: dict[str, str] = {}
+
+_MINI_DIRECTIONS = (  # claim id, what the paper says, the two variants (the paper's better one first)
+    ("topformer.mini.pyramid_beats_last_token",
+     "Miniature: the stacked token pyramid as the extractor's input gives a higher mIoU than the last token alone "
+     "(1x1 conv to the same width)", ("paper", "last_token")),
+    ("topformer.mini.attention_helps",
+     "Miniature: the extractor with multi-head self-attention gives a higher mIoU than with the attention replaced "
+     "by more FFN", ("paper", "no_attention")),
+    ("topformer.mini.both_branches_beat_sigmoid_attn",
+     "Miniature: injection with both branches (SigmoidAttn + SemInfo) gives a higher mIoU than SigmoidAttn alone",
+     ("paper", "sigmoid_attn_only")),
+    ("topformer.mini.both_branches_beat_sem_info",
+     "Miniature: injection with both branches gives a higher mIoU than SemInfo alone (the paper's 'Sum head' row)",
+     ("paper", "sem_info_only")),
+    ("topformer.mini.paper_head_beats_concat",
+     "Miniature: the paper's head (sum of the injected maps) gives a higher mIoU than the Concat head",
+     ("paper", "concat_head")),
+)
+
+
+def _miniature_claims() -> list[Claim]:
+    return [direction_claim(claim_id, FAMILY, MINI_SOURCE, what, MINI, "miou", variants,
+                            discrepancy=MINI_SEEN.get(claim_id))
+            for claim_id, what, variants in _MINI_DIRECTIONS]
+
+
+claims += _miniature_claims()
 
 register_claims(claims)
