@@ -399,7 +399,7 @@ def show_segmentations(
     columns = ["image", "ground truth", *predictions]
     n, ncols = len(images), len(columns)
     cell = width / ncols
-    fig, axes = plt.subplots(n, ncols, figsize=(width, n * cell + 0.6 + (0.5 if class_names else 0)),
+    fig, axes = plt.subplots(n, ncols, figsize=(width, n * cell + 0.6 + (0.7 if class_names else 0)),
                              squeeze=False)
     for i in range(n):
         panels = [images[i].permute(1, 2, 0).clamp(0, 1).numpy(), colour_labels(targets[i], colours)]
@@ -417,8 +417,10 @@ def show_segmentations(
         from matplotlib.patches import Patch
 
         handles = [Patch(facecolor=c, edgecolor="#444444", label=name) for c, name in zip(colours, class_names)]
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        ncol = min(len(handles), 6 if width >= 8 else 3)  # two rows of names under a narrow figure
+        rows = -(-len(handles) // ncol)
+        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0.3 * rows / fig.get_figheight(), 1, 1))
     else:
         fig.tight_layout()
     return fig
