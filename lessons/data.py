@@ -353,7 +353,8 @@ class SceneWorld(_BatchedDataset):
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         self.size = _check_size(size)
         if min(self.size) < 32:
-            raise ValueError(f"SceneWorld images must be at least 32 pixels a side (fine detail needs room), got {size!r}")
+            raise ValueError(f"SceneWorld images must be at least 32 pixels a side (fine detail needs room), "
+                             f"got {size!r}")
         for label, value, low in (("n_disks", n_disks, 1), ("n_wires", n_wires, 0), ("n_dots", n_dots, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 8:
                 raise ValueError(f"{label} must be an int in [{low}, 8], got {value!r}")
@@ -378,7 +379,8 @@ class SceneWorld(_BatchedDataset):
         self.beacon_centre = torch.stack([bx, by], -1)  # [n, 2]
         self.beacon_colour = (torch.tensor(BEACON_COLOURS)[self.kind]
                               + 0.08 * (torch.rand(n, 3, generator=g) - 0.5)).clamp(0, 1)
-        dx = in_half(0.6 + 0.3 * torch.rand(n, n_disks, generator=g), beacon_left.view(n, 1))  # x in the right half if the beacon is left
+        # disks in the other half: x in [0.6, 0.9] when the beacon is on the left, mirrored otherwise
+        dx = in_half(0.6 + 0.3 * torch.rand(n, n_disks, generator=g), beacon_left.view(n, 1))
         dy = 0.12 + 0.76 * torch.rand(n, n_disks, generator=g)
         self.disk_centre = torch.stack([dx, dy], -1)  # [n, n_disks, 2], in the half without the beacon
         self.disk_radius = 0.07 + 0.04 * torch.rand(n, n_disks, generator=g)
