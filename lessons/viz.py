@@ -162,10 +162,17 @@ def metric_label(metric: str) -> str:
     name, _, size = metric.partition("@")
     label = {"top1": "top-1", "loss": "loss", "miou": "mIoU", "pixel_acc": "pixel accuracy"}.get(name, name)
     label += f" at {size} px" if size else ""
-    return label + (" (%)" if name in PERCENT_METRICS else "")
+    return label + (" (%)" if is_percent(name) else "")
 
 
 PERCENT_METRICS = ("top1", "miou", "pixel_acc")  # fractions in the results files, drawn and printed in percent
+
+
+def is_percent(metric: str) -> bool:
+    """Whether a metric is a fraction shown in percent: top-1, mIoU, pixel accuracy, a class's IoU (``iou.NAME``)
+    or a data set's IoU group (``context_iou``)."""
+    name = metric.partition("@")[0]
+    return name in PERCENT_METRICS or name.startswith("iou.") or name.endswith("_iou")
 
 
 def _finish_axes(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None, legend: str | None) -> plt.Axes:
@@ -200,7 +207,7 @@ def plot_learning_curves(
     colours = variant_colours(results)
     order = [v for v in variant_order(results) if v in results["runs"]]
     variants = order if variants is None else list(variants)
-    scale = 100.0 if metric.partition("@")[0] in PERCENT_METRICS else 1.0
+    scale = 100.0 if is_percent(metric) else 1.0
     for variant in variants:
         steps, values = learning_curves(results, variant, metric)
         if max_step is not None:
@@ -252,7 +259,7 @@ def plot_by_size(
 
 def format_spread(mean: float, std: float, metric: str) -> str:
     """``mean ± std`` in the metric's natural unit: % for top-1, whole steps, milliseconds per step."""
-    if metric.partition("@")[0] in PERCENT_METRICS:
+    if is_percent(metric):
         return f"{100 * mean:.1f} ± {100 * std:.1f}%"
     if metric.startswith("steps_to_"):
         return f"{mean:.0f} ± {std:.0f}"
