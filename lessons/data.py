@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["Digits", "ShapesWorld", "SHAPE_KINDS", "PALETTE", "make_datasets", "DATASETS"]
+__all__ = ["Digits", "ShapesWorld", "SceneWorld", "SHAPE_KINDS", "PALETTE", "SCENE_CLASSES", "make_datasets",
+           "DATASETS"]
 
 SHAPE_KINDS = ("disk", "square", "ring", "cross")
 PALETTE = ((0.95, 0.25, 0.25), (0.25, 0.9, 0.3), (0.35, 0.45, 1.0), (0.95, 0.9, 0.3))  # red, green, blue, yellow
@@ -282,18 +283,187 @@ class ShapesWorld(_BatchedDataset):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# SceneWorld: the procedural segmentation data set (global context and fine detail)
+# --------------------------------------------------------------------------------------------------------------------
+
+SCENE_CLASSES = ("background", "wire", "dot", "beacon", "disk_in_red_scene", "disk_in_blue_scene")
+BEACON_COLOURS = ((0.95, 0.2, 0.2), (0.2, 0.35, 1.0))  # scene kind 0: a red beacon; kind 1: a blue one
+DISK_COLOURS = ((0.95, 0.85, 0.25), (0.3, 0.85, 0.35))  # disks and dots: yellow or green, whatever the scene kind
+
+
+class SceneWorld(_BatchedDataset):
+    """A procedural segmentation world in which both *global context* and *fine detail* decide the labels.
+
+    Every image is a dark, noisy scene holding one **beacon**, ``n_disks`` **disks**, ``n_wires`` **wires** and
+    ``n_dots`` **dots**; the target is a label map ``[H, W]`` with 6 classes (:data:`SCENE_CLASSES`):
+
+    ====  =====================  ==========================================================================
+    0     background             everything else (dark, random base colour, pixel noise)
+    1     wire                   a straight line across the image, 1-2 pixels wide (``wire_width`` px at any
+                                 rendering size): **fine detail** -- at 1/8 resolution a wire is a fraction
+                                 of one cell, so a model that predicts from coarse tokens alone loses it
+    2     dot                    a small square of 2-3 pixels, coloured like the disks (yellow or green):
+                                 **small objects**, told from disks only by their size
+    3     beacon                 a square of side 0.18 (of the image width), red or blue: the **cue**
+    4     disk_in_red_scene      a disk (radius 0.07-0.11) in a scene whose beacon is red
+    5     disk_in_blue_scene     the same disk in a scene whose beacon is blue
+    ====  =====================  ==========================================================================
+
+    **The context rule (classes 4 and 5).** Disks look the same in both kinds of scene: their colours, sizes and
+    places are drawn independently of the scene kind (flip an image's kind and only the beacon's pixels change --
+    a test checks it). Only the beacon's colour tells class 4 from class 5, and the beacon always lies in the
+    *other* half of the image (beacon centre x in [0.12, 0.38], disk centres x in [0.6, 0.9], or mirrored), at
+    least 0.22 of the image width away from every disk centre and 0.58 on average. So a model whose
+    features at a disk pixel do not see the beacon can do no better than guess: its expected IoU on classes 4 and
+    5 is at most about 1/3 each (half of each class's pixels wrong, and as many false positives). This is the
+    "global semantics" TopFormer's extractor and SeaFormer's squeeze-axial branch claim to supply.
+
+    **The detail rule (classes 1 and 2).** Wires and dots are drawn on top of disks (the beacon on top of all), so
+    they cut thin lines and holes into bigger objects. The segmenters in this book predict at 1/8 of the input
+    and upsample bilinearly; their IoU on classes 1 and 2 measures how much fine detail survives that.
+
+    **Balance.** Scene kinds are exactly balanced (a seeded permutation of ``i % 2``), so classes 4 and 5 each
+    cover about half of the disk pixels. Every image holds a beacon, at least one disk (so class 4 or 5) and, at the
+    defaults, wires and dots. Pixel shares at the defaults (64x64, 2,000 images; a test checks the ranges on
+    1,000): background 87.7% (84-91), wire 3.7% (2.5-5), dot 0.6% (0.4-0.8), beacon 3.2% (3.0-3.5), disk in a red
+    scene 2.4% (1.8-3.0), in a blue scene 2.4% (1.8-3.0). The background dominates, as in any segmentation set;
+    mIoU averages the classes, so the small ones weigh as much as the background.
+
+    Rendering is that of :class:`ShapesWorld`: all latents drawn once, vectorised, from
+    ``torch.Generator().manual_seed(seed)``; objects are implicit functions evaluated on the pixel grid for a whole
+    batch; noise is one of 256 fixed patterns per size. The same seed gives the same bytes at any batch split.
+    Coordinates live in [0, 1], except the wires' width and the dots' size, which are in pixels of the rendered
+    size (fine detail stays fine at any resolution).
+    """
+
+    in_chans = 3
+    num_classes = len(SCENE_CLASSES)
+    class_names = SCENE_CLASSES
+    # what the experiments report beside mIoU: the classes only the far cue separates, and the fine structures
+    metric_groups = {"context_iou": (4, 5), "detail_iou": (1, 2)}
+    mean = (0.3, 0.3, 0.3)
+    std = (0.3, 0.3, 0.3)
+    NOISE_PATTERNS = 256
+    BEACON_HALF = 0.09
+
+    def __init__(self, n: int = 10_000, size: int | tuple[int, int] = 64, seed: int = 0, n_disks: int = 2,
+                 n_wires: int = 2, n_dots: int = 4, wire_width: float = 1.2, dot_size: tuple[float, float] = (2.0, 3.0),
+                 noise: float = 0.05) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        self.size = _check_size(size)
+        if min(self.size) < 32:
+            raise ValueError(f"SceneWorld images must be at least 32 pixels a side (fine detail needs room), "
+                             f"got {size!r}")
+        for label, value, low in (("n_disks", n_disks, 1), ("n_wires", n_wires, 0), ("n_dots", n_dots, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 8:
+                raise ValueError(f"{label} must be an int in [{low}, 8], got {value!r}")
+        if not 0.5 <= wire_width <= 3.0:
+            raise ValueError(f"wire_width must be in [0.5, 3] pixels (a thin structure), got {wire_width!r}")
+        d_min, d_max = dot_size
+        if not 1.0 <= d_min <= d_max <= 4.0:
+            raise ValueError(f"dot_size must be (min, max) pixels with 1 <= min <= max <= 4, got {dot_size!r}")
+        if not 0 <= noise <= 0.3:
+            raise ValueError(f"noise must be in [0, 0.3], got {noise!r}")
+        self.n, self.seed, self.noise = n, seed, noise
+        self.wire_width, self.dot_size = float(wire_width), (float(d_min), float(d_max))
+        g = torch.Generator().manual_seed(seed)
+        self.kind = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]  # scene kind, exactly balanced
+        beacon_left = torch.rand(n, generator=g) < 0.5
+
+        def in_half(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+            return torch.where(left, x, 1 - x)
+
+        bx = in_half(0.12 + 0.26 * torch.rand(n, generator=g), beacon_left.view(n))
+        by = 0.12 + 0.76 * torch.rand(n, generator=g)
+        self.beacon_centre = torch.stack([bx, by], -1)  # [n, 2]
+        self.beacon_colour = (torch.tensor(BEACON_COLOURS)[self.kind]
+                              + 0.08 * (torch.rand(n, 3, generator=g) - 0.5)).clamp(0, 1)
+        # disks in the other half: x in [0.6, 0.9] when the beacon is on the left, mirrored otherwise
+        dx = in_half(0.6 + 0.3 * torch.rand(n, n_disks, generator=g), beacon_left.view(n, 1))
+        dy = 0.12 + 0.76 * torch.rand(n, n_disks, generator=g)
+        self.disk_centre = torch.stack([dx, dy], -1)  # [n, n_disks, 2], in the half without the beacon
+        self.disk_radius = 0.07 + 0.04 * torch.rand(n, n_disks, generator=g)
+        self.disk_colour = self._palette_colours(g, n, n_disks)
+        self.wire_point = 0.15 + 0.7 * torch.rand(n, n_wires, 2, generator=g)  # a point the wire passes through
+        self.wire_angle = torch.pi * torch.rand(n, n_wires, generator=g)
+        self.wire_colour = (0.75 + 0.2 * torch.rand(n, n_wires, 1, generator=g)).expand(n, n_wires, 3).clone()
+        self.dot_centre = 0.05 + 0.9 * torch.rand(n, n_dots, 2, generator=g)
+        self.dot_side = d_min + (d_max - d_min) * torch.rand(n, n_dots, generator=g)  # pixels
+        self.dot_colour = self._palette_colours(g, n, n_dots)
+        self.background = 0.2 * torch.rand(n, 3, generator=g)
+        self.noise_seed = torch.randint(0, 2**31 - 1, (n,), generator=g)
+        self._noise: dict[tuple[int, int], torch.Tensor] = {}
+
+    @staticmethod
+    def _palette_colours(g: torch.Generator, n: int, k: int) -> torch.Tensor:
+        ids = torch.randint(0, len(DISK_COLOURS), (n, k), generator=g)
+        return (torch.tensor(DISK_COLOURS)[ids] + 0.08 * (torch.rand(n, k, 3, generator=g) - 0.5)).clamp(0, 1)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _noise_bank(self, size: tuple[int, int]) -> torch.Tensor:
+        if size not in self._noise:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + size[0] * 1009 + size[1] + 7)
+            self._noise[size] = torch.randn(self.NOISE_PATTERNS, 3, *size, generator=g)
+        return self._noise[size]
+
+    def render(self, indices: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = size
+        b = len(indices)
+        ys = ((torch.arange(h, dtype=torch.float32) + 0.5) / h).view(1, h, 1)
+        xs = ((torch.arange(w, dtype=torch.float32) + 0.5) / w).view(1, 1, w)
+        image = self.background[indices].view(b, 3, 1, 1).expand(b, 3, h, w).clone()
+        labels = torch.zeros(b, h, w, dtype=torch.long)
+        kind = self.kind[indices].view(b, 1, 1)
+
+        def paint(mask: torch.Tensor, colour: torch.Tensor, label: torch.Tensor | int) -> None:
+            nonlocal image, labels
+            image = torch.where(mask.unsqueeze(1), colour.view(b, 3, 1, 1), image)
+            labels = torch.where(mask, label, labels)
+
+        for j in range(self.disk_centre.shape[1]):  # disks: class 4 or 5 by the scene kind, nothing else
+            c = self.disk_centre[indices, j]
+            r = self.disk_radius[indices, j].view(b, 1, 1)
+            inside = (xs - c[:, 0].view(b, 1, 1)) ** 2 + (ys - c[:, 1].view(b, 1, 1)) ** 2 <= r * r
+            paint(inside, self.disk_colour[indices, j], 4 + kind)
+        half_px = 0.5 * self.wire_width / min(h, w)  # wire half-width in image units: wire_width pixels wide
+        for j in range(self.wire_point.shape[1]):
+            p, a = self.wire_point[indices, j], self.wire_angle[indices, j].view(b, 1, 1)
+            # distance to the line through p with direction (cos a, sin a): |(x - p) x direction|
+            dist = ((xs - p[:, 0].view(b, 1, 1)) * torch.sin(a) - (ys - p[:, 1].view(b, 1, 1)) * torch.cos(a)).abs()
+            paint(dist <= half_px, self.wire_colour[indices, j], 1)
+        for j in range(self.dot_centre.shape[1]):
+            c = self.dot_centre[indices, j]
+            half = 0.5 * self.dot_side[indices, j].view(b, 1, 1)  # pixels
+            inside = (((xs - c[:, 0].view(b, 1, 1)) * w).abs() <= half) & (((ys - c[:, 1].view(b, 1, 1)) * h).abs()
+                                                                           <= half)
+            paint(inside, self.dot_colour[indices, j], 2)
+        c = self.beacon_centre[indices]
+        beacon = (((xs - c[:, 0].view(b, 1, 1)).abs() <= self.BEACON_HALF)
+                  & ((ys - c[:, 1].view(b, 1, 1)).abs() <= self.BEACON_HALF))
+        paint(beacon, self.beacon_colour[indices], 3)
+        if self.noise:
+            image = image + self.noise * self._noise_bank(size)[self.noise_seed[indices] % self.NOISE_PATTERNS]
+            image = image.clamp_(0, 1)
+        return image, labels
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Data sets by name, for experiments written as data
 # --------------------------------------------------------------------------------------------------------------------
 
-DATASETS = ("digits", "shapes_colour", "shapes_kind", "shapes_seg")
+DATASETS = ("digits", "shapes_colour", "shapes_kind", "shapes_seg", "scenes")
 
 
 def make_datasets(name: str, size: int = 32, seed: int = 0, n_train: int = 10_000, n_test: int = 2_000,
                   **world) -> tuple[_BatchedDataset, _BatchedDataset]:
     """``(train, test)`` of a named data set: ``"digits"`` (``n_*`` ignored: the split is fixed), ``"shapes_colour"``,
-    ``"shapes_kind"`` (ShapesWorld's two relation tasks), ``"shapes_seg"``. The shapes test set is drawn from another
+    ``"shapes_kind"`` (ShapesWorld's two relation tasks), ``"shapes_seg"``, ``"scenes"`` (:class:`SceneWorld`,
+    segmentation with a context rule and fine detail). The procedural test sets are drawn from another
     seed (``seed + 1_000_003``), never from the train set's. ``world``: more :class:`ShapesWorld` arguments
-    (``noise``, ``n_colours``, ``radius``)."""
+    (``noise``, ``n_colours``, ``radius``) or :class:`SceneWorld` arguments."""
     if name == "digits":
         if world:
             raise ValueError(f"digits take no world arguments, got {sorted(world)}")
@@ -302,5 +472,7 @@ def make_datasets(name: str, size: int = 32, seed: int = 0, n_train: int = 10_00
         task = {"shapes_colour": "same_colour", "shapes_kind": "same_kind", "shapes_seg": "segmentation"}[name]
         return (ShapesWorld(n_train, size, seed, task, **world),
                 ShapesWorld(n_test, size, seed + 1_000_003, task, **world))
+    if name == "scenes":
+        return SceneWorld(n_train, size, seed, **world), SceneWorld(n_test, size, seed + 1_000_003, **world)
     raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 

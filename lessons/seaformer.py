@@ -79,6 +79,14 @@ class SqueezeAxialPositionalEmbedding(nn.Module):
         return x + self.embedding(x.shape[-1])
 
 
+def _check_branches(detail: bool, axial: bool) -> None:
+    """The SEA block's two ablation switches: bools, and at least one branch left."""
+    if not isinstance(detail, bool) or not isinstance(axial, bool):
+        raise TypeError(f"the SEA branch switches must be bools, got detail={detail!r}, axial={axial!r}")
+    if not (detail or axial):
+        raise ValueError("a SEA block needs at least one branch: detail enhancement or squeeze-axial attention")
+
+
 def squeeze_axial_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float | None = None
 ) -> torch.Tensor:
@@ -104,12 +112,14 @@ def squeeze_axial_attention(
 
 
 class SeaAttentionParts(NamedTuple):
-    """The intermediate results of :class:`SeaAttention`, for teaching and testing."""
+    """The intermediate results of :class:`SeaAttention`, for teaching and testing (``None``: a switched-off
+    branch of the ablations)."""
 
-    detail: torch.Tensor  # the detail-enhancement branch, [B, C, H, W]
-    row: torch.Tensor  # attention between rows after its projection, [B, h*dv, H, 1]
-    column: torch.Tensor  # attention between columns after its projection, [B, h*dv, 1, W]
-    gate: torch.Tensor  # hard_sigmoid(proj(v + row + column)), [B, C, H, W]
+    detail: torch.Tensor | None  # the detail-enhancement branch, [B, C, H, W]
+    row: torch.Tensor | None  # attention between rows after its projection, [B, h*dv, H, 1]
+    column: torch.Tensor | None  # attention between columns after its projection, [B, h*dv, 1, W]
+    gate: torch.Tensor | None  # hard_sigmoid(proj(v + row + column)), [B, C, H, W]
+    context: torch.Tensor | None = None  # proj(v + row + column) before the gate: the squeeze-axial output
 
 
 class SeaAttention(nn.Module):
@@ -121,6 +131,11 @@ class SeaAttention(nn.Module):
     3. Row branch: squeeze q, k, v along the width, add the positional embeddings to q and k, attend between the H
        rows, then act -> ConvBN 1x1 (BN weight 0). Column branch: the same along the height, between the W columns.
     4. out = hard_sigmoid(ConvBN(act(v + row + column))) * detail; row and column broadcast over the map.
+
+    Ablation switches (the paper's study of the SEA block's components, §4.3): ``detail=False`` drops the
+    detail-enhancement branch, and the block returns the squeeze-axial context ``proj(v + row + column)`` itself
+    (no gate left to multiply); ``axial=False`` drops the squeeze-axial branch (positional embeddings, row and column
+    attention, their projections and the gate), and the block returns the detail branch alone. Defaults: both on.
 
     ``stride=2`` is PP-MobileSeg's *strided* SEA attention (StrideFormer, paper §2.1): a depthwise 3x3 stride-2 conv
     (with bias) + BN first, attention at half resolution (a quarter of the cost), and a bilinear upsample back.
@@ -135,10 +150,14 @@ class SeaAttention(nn.Module):
         act_layer: ActLayer = nn.ReLU6,
         stride: int = 1,
         pos_embed_length: int = 16,
+        detail: bool = True,
+        axial: bool = True,
     ) -> None:
         super().__init__()
         for label, value in (("dim", dim), ("key_dim", key_dim), ("num_heads", num_heads)):
             check_count(label, value)
+        _check_branches(detail, axial)
+        self.has_detail, self.has_axial = detail, axial
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 (SeaFormer) or 2 (StrideFormer), got {stride!r}")
         value_dim = int(attn_ratio * key_dim)
@@ -159,25 +178,31 @@ class SeaAttention(nn.Module):
         self.to_v = ConvBN(dim, v_chs)
         # detail enhancement on the concatenation (2*h*dk + h*dv channels; = 2*h*dv in the official configs)
         detail_chs = 2 * qk_chs + v_chs
-        self.detail_dw = ConvBN(detail_chs, detail_chs, 3, groups=detail_chs)
-        self.detail_act = act_layer()
-        self.detail_pw = ConvBN(detail_chs, dim)
-        self.pos_embed_row_q = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
-        self.pos_embed_row_k = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
-        self.pos_embed_col_q = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
-        self.pos_embed_col_k = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
-        # the projections after attention start at zero (BN weight 0, official bn_weight_init=0)
-        self.proj_row = nn.Sequential(act_layer(), ConvBN(v_chs, v_chs, bn_weight_init=0.0))
-        self.proj_col = nn.Sequential(act_layer(), ConvBN(v_chs, v_chs, bn_weight_init=0.0))
-        self.proj = nn.Sequential(act_layer(), ConvBN(v_chs, dim, bn_weight_init=0.0))
-        self.gate = HardSigmoid()  # ReLU6(x + 3) / 6, the official h_sigmoid; the paper's figure says "sigmoid"
+        if detail:
+            self.detail_dw = ConvBN(detail_chs, detail_chs, 3, groups=detail_chs)
+            self.detail_act = act_layer()
+            self.detail_pw = ConvBN(detail_chs, dim)
+        if axial:
+            self.pos_embed_row_q = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+            self.pos_embed_row_k = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+            self.pos_embed_col_q = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+            self.pos_embed_col_k = SqueezeAxialPositionalEmbedding(qk_chs, pos_embed_length)
+            # the projections after attention start at zero (BN weight 0, official bn_weight_init=0)
+            self.proj_row = nn.Sequential(act_layer(), ConvBN(v_chs, v_chs, bn_weight_init=0.0))
+            self.proj_col = nn.Sequential(act_layer(), ConvBN(v_chs, v_chs, bn_weight_init=0.0))
+            self.proj = nn.Sequential(act_layer(), ConvBN(v_chs, dim, bn_weight_init=0.0))
+            self.gate = HardSigmoid()  # ReLU6(x + 3) / 6, the official h_sigmoid; the paper's figure says "sigmoid"
 
     def parts(self, x: torch.Tensor) -> SeaAttentionParts:
         """Everything but the final product (and, when strided, the upsample): see :class:`SeaAttentionParts`."""
         if self.downsample is not None:
             x = self.downsample(x)
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
-        detail = self.detail_pw(self.detail_act(self.detail_dw(torch.cat([q, k, v], dim=1))))
+        detail = None
+        if self.has_detail:
+            detail = self.detail_pw(self.detail_act(self.detail_dw(torch.cat([q, k, v], dim=1))))
+        if not self.has_axial:
+            return SeaAttentionParts(detail, None, None, None, None)
 
         row = squeeze_axial_attention(
             self.pos_embed_row_q(squeeze_rows(q)), self.pos_embed_row_k(squeeze_rows(k)), squeeze_rows(v),
@@ -190,12 +215,17 @@ class SeaAttention(nn.Module):
         row = self.proj_row(row.unsqueeze(-1))  # [B, h*dv, H, 1]
         column = self.proj_col(column.unsqueeze(-2))  # [B, h*dv, 1, W]
         # broadcasting adds the row context to every column and the column context to every row
-        gate = self.gate(self.proj(v + (row + column)))
-        return SeaAttentionParts(detail, row, column, gate)
+        context = self.proj(v + (row + column))
+        return SeaAttentionParts(detail, row, column, self.gate(context), context)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = self.parts(x)
-        out = parts.gate * parts.detail
+        if parts.detail is None:  # ablation: the squeeze-axial context alone
+            out = parts.context
+        elif parts.gate is None:  # ablation: the detail-enhancement branch alone
+            out = parts.detail
+        else:
+            out = parts.gate * parts.detail
         if self.downsample is not None:
             out = resize_to(out, x.shape[-2:])
         return out
@@ -218,8 +248,11 @@ class SeaFormerBlock(BNTransformerBlock):
         act_layer: ActLayer = nn.ReLU6,
         drop_path: float = 0.0,
         attn_stride: int = 1,
+        detail: bool = True,
+        axial: bool = True,
     ) -> None:
-        attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, act_layer, stride=attn_stride)
+        attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, act_layer, stride=attn_stride, detail=detail,
+                            axial=axial)
         super().__init__(attn, dim, mlp_ratio, act_layer, drop_path)
 
 
@@ -237,6 +270,8 @@ class SeaFormerConfig:
     ``stages`` are the MobileNetV2 stages cfg1..cfg5 (the stem is a 3x3 stride-2 conv before cfg1); the SEA
     transformer stages follow the *last* ``len(depths)`` MobileNetV2 stages, with widths ``embed_dims``.
     ``head_*`` describe the LightHead: one fusion block per transformer stage, widths ``head_embed_dims``.
+    ``sea_detail`` / ``sea_axial``: the SEA block ablation switches (see :class:`SeaAttention`); both on in every
+    official variant.
     """
 
     name: str
@@ -250,8 +285,11 @@ class SeaFormerConfig:
     attn_ratio: float = 2.0  # dv = 2 dk (official attn_ratios=2)
     stem_channels: int = 16
     detail_stage: int = 1  # cfg2's output (1/8) is the head's detail map (official `if i == 1`)
+    sea_detail: bool = True  # ablation: False drops every SEA block's detail-enhancement branch
+    sea_axial: bool = True  # ablation: False drops every SEA block's squeeze-axial branch
 
     def __post_init__(self) -> None:
+        _check_branches(self.sea_detail, self.sea_axial)
         n_trans = len(self.depths)
         if not self.stages or any(not stage for stage in self.stages):
             raise ValueError("a SeaFormer needs at least one MobileNetV2 stage, each with at least one row")
@@ -356,7 +394,8 @@ def sea_transformer_stages(
     return nn.ModuleList(
         nn.Sequential(*[
             SeaFormerBlock(dim, key_dim, config.num_heads, mlp_ratio, config.attn_ratio, act_layer, rate,
-                           attn_stride=attn_stride)
+                           attn_stride=attn_stride, detail=getattr(config, "sea_detail", True),
+                           axial=getattr(config, "sea_axial", True))
             for rate in drop_path_rates(drop_path_rate, depth)
         ])
         for dim, depth, key_dim, mlp_ratio in zip(config.embed_dims, config.depths, config.key_dims, config.mlp_ratios)

@@ -29,7 +29,8 @@ Ablation knobs (the paper's ablation study; each a field of :class:`TopFormerCon
 1x1 conv), ``sim_width`` (M), ``pool_stride`` (32/64/128), ``injection`` (both branches, only the sigmoid
 attention, only the semantic information), ``head`` (the paper's summing head or a concatenating head; the paper's
 "Sum head" is, in its own words, the same as injecting with the semantic-information branch only, so that row of
-the ablation is ``injection="sem_info"``), and ``depth`` (0 = no extractor, the paper's "w/o SASE" baseline).
+the ablation is ``injection="sem_info"``), ``extractor_attention`` (False = "w/o MHSA": every attention of the
+extractor replaced by another FFN) and ``depth`` (0 = no extractor, the paper's "w/o SASE" baseline).
 The ablation rows themselves, as named overrides, are ``lessons.claims.topformer.ABLATIONS``.
 
 The authors' checkpoints load with ``create_model(name, checkpoint=path)``: :func:`convert_official_topformer`
@@ -50,6 +51,7 @@ from .layers import (
     ConvBN,
     ConvNormAct,
     BNTransformerBlock,
+    DepthwiseConvMlp,
     HardSigmoid,
     attention,
     check_count,
@@ -193,14 +195,19 @@ class ExtractorBlock(BNTransformerBlock):
 
     x = x + DropPath(Attention(x)); x = x + DropPath(MLP(x)), with the MLP = :class:`DepthwiseConvMlp` (ratio 2):
     the :class:`lessons.layers.BNTransformerBlock` SeaFormer shares, with TopFormer's full attention in it.
+
+    ``attention=False`` is the paper's "w/o MHSA" ablation (§4.1, the semantics-extractor study): "we remove all
+    MHSA modules and add more FFNs for a fair comparison" -- the attention slot holds a second
+    :class:`DepthwiseConvMlp` of the same ratio, so the block is x + FFN(x), then x + FFN(x).
     """
 
     def __init__(
         self, dim: int, key_dim: int = 16, num_heads: int = 8, mlp_ratio: float = 2.0, attn_ratio: float = 2.0,
-        drop_path: float = 0.0, act_layer: Callable[[], nn.Module] = nn.ReLU6,
+        drop_path: float = 0.0, act_layer: Callable[[], nn.Module] = nn.ReLU6, attention: bool = True,
     ) -> None:
-        super().__init__(BNAttention(dim, key_dim, num_heads, attn_ratio, act_layer), dim, mlp_ratio, act_layer,
-                         drop_path)
+        mixer = (BNAttention(dim, key_dim, num_heads, attn_ratio, act_layer) if attention
+                 else DepthwiseConvMlp(dim, int(dim * mlp_ratio), act_layer=act_layer))
+        super().__init__(mixer, dim, mlp_ratio, act_layer, drop_path)
 
 
 class SemanticsExtractor(nn.Module):
@@ -210,12 +217,14 @@ class SemanticsExtractor(nn.Module):
     stack of pooled tokens (``dim = sum(channels)``); the output, split back along channels into one tensor per
     scale, is the "global semantics" of that scale. With ``in_chs`` different from ``sum(channels)`` a 1x1 conv + BN
     first widens the input (the paper's "last token only" ablation). ``depth=0`` leaves the tokens as they
-    are (the paper's "w/o SASE" baseline).
+    are (the paper's "w/o SASE" baseline); ``attention=False`` replaces every block's attention by a second FFN
+    (the paper's "w/o MHSA" row, see :class:`ExtractorBlock`).
     """
 
     def __init__(
         self, channels: Sequence[int], depth: int = 4, key_dim: int = 16, num_heads: int = 8,
         mlp_ratio: float = 2.0, attn_ratio: float = 2.0, drop_path_rate: float = 0.0, in_chs: int | None = None,
+        attention: bool = True,
     ) -> None:
         super().__init__()
         self.channels = tuple(channels)
@@ -224,7 +233,8 @@ class SemanticsExtractor(nn.Module):
         self.input_proj = ConvBN(in_chs, dim) if in_chs != dim else nn.Identity()
         rates = drop_path_rates(drop_path_rate, depth)  # linspace(0, rate, depth), as the official dpr
         self.blocks = nn.Sequential(*[
-            ExtractorBlock(dim, key_dim, num_heads, mlp_ratio, attn_ratio, rates[i]) for i in range(depth)
+            ExtractorBlock(dim, key_dim, num_heads, mlp_ratio, attn_ratio, rates[i], attention=attention)
+            for i in range(depth)
         ])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -400,6 +410,7 @@ class TopFormerConfig:
     injection_scales: tuple[int, ...] = (8, 16, 32)  # where global semantics are injected (`decode_out_indices`)
     injection: str = "both"  # "both" (SIM), "sigmoid_attn" or "sem_info" (the paper's ablation study)
     head: str = "simple"  # "simple" (the paper's summing head) or "concat"
+    extractor_attention: bool = True  # False: the paper's "w/o MHSA" (every attention replaced by another FFN)
 
     def __post_init__(self) -> None:
         if not self.rows or not all(len(r) == 4 and all(isinstance(v, int) and v > 0 for v in r) for r in self.rows):
@@ -430,6 +441,8 @@ class TopFormerConfig:
             raise ValueError(f"unknown extractor_input {self.extractor_input!r}; choose one of {EXTRACTOR_INPUTS}")
         if self.injection not in INJECTION_MODES:
             raise ValueError(f"unknown injection {self.injection!r}; choose one of {INJECTION_MODES}")
+        if not isinstance(self.extractor_attention, bool):
+            raise TypeError(f"extractor_attention must be a bool, got {self.extractor_attention!r}")
         if self.head not in HEAD_TYPES:
             raise ValueError(
                 f"unknown head {self.head!r}; choose one of {HEAD_TYPES} (the paper's 'Sum head' is injection="
@@ -493,7 +506,7 @@ class _TopFormerTrunk(nn.Module):
         in_chs = config.token_channels[-1] if config.extractor_input == "last" else None
         self.extractor = SemanticsExtractor(
             config.extractor_channels, config.depth, config.key_dim, config.num_heads, config.mlp_ratio,
-            config.attn_ratio, drop_path_rate, in_chs=in_chs,
+            config.attn_ratio, drop_path_rate, in_chs=in_chs, attention=config.extractor_attention,
         )
 
     def init_weights(self) -> None:
@@ -504,7 +517,8 @@ class _TopFormerTrunk(nn.Module):
         """
         init_mobile_weights(self)
         for block in self.extractor.blocks:
-            nn.init.zeros_(block.attn.proj[1].bn.weight)
+            if isinstance(block.attn, BNAttention):  # the "w/o MHSA" ablation has an FFN there instead
+                nn.init.zeros_(block.attn.proj[1].bn.weight)
 
     def _tokens_and_semantics(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The four tokens (strides 4, 8, 16, 32) and the extractor's semantics (one per extractor scale)."""

@@ -175,8 +175,19 @@ def learning_curves(results: dict, variant: str, metric: str = "top1") -> tuple[
 def metric_label(metric: str) -> str:
     """An axis label: ``top1`` -> "top-1 (%)", ``top1@48`` -> "top-1 at 48 px (%)", others as they are."""
     name, _, size = metric.partition("@")
-    label = {"top1": "top-1", "loss": "loss"}.get(name, name) + (f" at {size} px" if size else "")
-    return label + (" (%)" if name == "top1" else "")
+    label = {"top1": "top-1", "loss": "loss", "miou": "mIoU", "pixel_acc": "pixel accuracy"}.get(name, name)
+    label += f" at {size} px" if size else ""
+    return label + (" (%)" if is_percent(name) else "")
+
+
+PERCENT_METRICS = ("top1", "miou", "pixel_acc")  # fractions in the results files, drawn and printed in percent
+
+
+def is_percent(metric: str) -> bool:
+    """Whether a metric is a fraction shown in percent: top-1, mIoU, pixel accuracy, a class's IoU (``iou.NAME``)
+    or a data set's IoU group (``context_iou``)."""
+    name = metric.partition("@")[0]
+    return name in PERCENT_METRICS or name.startswith("iou.") or name.endswith("_iou")
 
 
 def _finish_axes(ax: plt.Axes, xlabel: str, ylabel: str, title: str | None, legend: str | None) -> plt.Axes:
@@ -211,7 +222,7 @@ def plot_learning_curves(
     colours = variant_colours(results)
     order = [v for v in variant_order(results) if v in results["runs"]]
     variants = order if variants is None else list(variants)
-    scale = 100.0 if metric.startswith("top1") else 1.0
+    scale = 100.0 if is_percent(metric) else 1.0
     for variant in variants:
         steps, values = learning_curves(results, variant, metric)
         if max_step is not None:
@@ -263,7 +274,7 @@ def plot_by_size(
 
 def format_spread(mean: float, std: float, metric: str) -> str:
     """``mean ± std`` in the metric's natural unit: % for top-1, whole steps, milliseconds per step."""
-    if metric.startswith("top1"):
+    if is_percent(metric):
         return f"{100 * mean:.1f} ± {100 * std:.1f}%"
     if metric.startswith("steps_to_"):
         return f"{mean:.0f} ± {std:.0f}"
@@ -455,3 +466,71 @@ def precomputed_widget(render, controls: Mapping[str, Sequence], labels: Mapping
             widgets.jslink((slider, "index"), (stack, "selected_index"))
         sliders.append(slider)
     return widgets.VBox([*sliders, root])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Segmentation: label maps in colour, images beside ground truth and predictions
+# --------------------------------------------------------------------------------------------------------------------
+
+# SceneWorld's six classes (lessons.data.SCENE_CLASSES): background black, wire white, dot orange, beacon grey,
+# the two context classes in clearly different tones (a disk's class is the point of the world).
+SCENE_CLASS_COLOURS = ("#000000", "#ffffff", "#e69f00", "#999999", "#d55e00", "#56b4e9")
+
+
+def colour_labels(labels: torch.Tensor, colours: Sequence[str] = SCENE_CLASS_COLOURS) -> np.ndarray:
+    """A label map ``[H, W]`` (ints) as an RGB image ``[H, W, 3]`` in [0, 1], one colour per class."""
+    if labels.ndim != 2:
+        raise ValueError(f"expected one label map [H, W], got shape {tuple(labels.shape)}")
+    if labels.min() < 0 or labels.max() >= len(colours):
+        raise ValueError(f"labels must be in [0, {len(colours)}), got {int(labels.min())}..{int(labels.max())}")
+    from matplotlib.colors import to_rgb
+
+    palette = np.array([to_rgb(c) for c in colours])
+    return palette[labels.numpy()]
+
+
+def show_segmentations(
+    images: torch.Tensor, targets: torch.Tensor, predictions: Mapping[str, torch.Tensor] | None = None,
+    class_names: Sequence[str] | None = None, colours: Sequence[str] = SCENE_CLASS_COLOURS, width: float = 10.0,
+    row_titles: Sequence[str] | None = None,
+) -> plt.Figure:
+    """One row per image: the image, its ground-truth labels, then every model's predicted labels (same colours).
+
+    ``images``: ``[N, 3, H, W]`` in [0, 1]; ``targets``: ``[N, H, W]``; ``predictions``: model name -> ``[N, H, W]``
+    (argmax labels, computed by the caller). Pixels are drawn as blocks, so a one-pixel wire stays one pixel.
+    """
+    predictions = dict(predictions or {})
+    if images.ndim != 4 or targets.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"images [N, 3, H, W] and targets [N, H, W] must match, got {tuple(images.shape)} and "
+                         f"{tuple(targets.shape)}")
+    for name, pred in predictions.items():
+        if pred.shape != targets.shape:
+            raise ValueError(f"prediction {name!r} has shape {tuple(pred.shape)}, targets {tuple(targets.shape)}")
+    columns = ["image", "ground truth", *predictions]
+    n, ncols = len(images), len(columns)
+    cell = width / ncols
+    fig, axes = plt.subplots(n, ncols, figsize=(width, n * cell + 0.6 + (0.7 if class_names else 0)),
+                             squeeze=False)
+    for i in range(n):
+        panels = [images[i].permute(1, 2, 0).clamp(0, 1).numpy(), colour_labels(targets[i], colours)]
+        panels += [colour_labels(p[i], colours) for p in predictions.values()]
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=10)
+        if row_titles:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
+    if class_names:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=c, edgecolor="#444444", label=name) for c, name in zip(colours, class_names)]
+        ncol = min(len(handles), 6 if width >= 8 else 3)  # two rows of names under a narrow figure
+        rows = -(-len(handles) // ncol)
+        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0.3 * rows / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
+    return fig

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lessons.data import PALETTE, SHAPE_KINDS, Digits, ShapesWorld, make_datasets
+from lessons.data import (
+    BEACON_COLOURS, PALETTE, SCENE_CLASSES, SHAPE_KINDS, Digits, SceneWorld, ShapesWorld, make_datasets,
+)
 
 from helpers import one_thread_for_the_module
 
@@ -153,3 +155,124 @@ def test_make_datasets_names_and_a_test_set_from_another_seed():
     assert digits_train.num_classes == 10 and len(digits_test) == 359
     with pytest.raises(ValueError, match="unknown data set"):
         make_datasets("imagenet")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# SceneWorld (segmentation with a context rule and fine detail)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenes() -> tuple[SceneWorld, torch.Tensor, torch.Tensor]:
+    world = SceneWorld(400, 64, seed=0)
+    images, labels = world.batch(list(range(400)))
+    return world, images, labels
+
+
+def test_scene_world_same_seed_same_bytes_in_any_batch_and_another_seed_another_world(scenes):
+    world, images, labels = scenes
+    again_images, again_labels = SceneWorld(400, 64, seed=0).batch([7, 3, 250])
+    assert torch.equal(again_images, images[[7, 3, 250]]) and torch.equal(again_labels, labels[[7, 3, 250]])
+    alone_image, alone_label = world[3]
+    assert torch.equal(alone_image, images[3]) and torch.equal(alone_label, labels[3])
+    other_images, _ = SceneWorld(400, 64, seed=1).batch([3])
+    assert not torch.equal(other_images[0], images[3])
+    assert images.shape == (400, 3, 64, 64) and labels.shape == (400, 64, 64) and labels.dtype == torch.long
+    assert images.min() >= 0 and images.max() <= 1
+    assert labels.min() >= 0 and labels.max() < SceneWorld.num_classes == len(SCENE_CLASSES) == 6
+
+
+def test_scene_kinds_are_exactly_balanced_and_every_image_holds_a_beacon_and_disks(scenes):
+    world, _, labels = scenes
+    assert int(world.kind.sum()) == 200  # 400 images, half of each kind
+    present = torch.stack([(labels == c).flatten(1).any(1) for c in range(6)], 1)
+    assert present[:, 3].all()  # a beacon in every image
+    assert (present[:, 4] | present[:, 5]).all()  # disks in every image ...
+    assert not (present[:, 4] & present[:, 5]).any()  # ... of one context class only: the scene's
+    assert present[:, 1].float().mean() > 0.95 and present[:, 2].float().mean() > 0.95  # wires and dots nearly always
+
+
+def test_disk_class_is_given_by_the_beacon_colour_alone(scenes):
+    world, images, labels = scenes
+    for c, kind in ((4, 0), (5, 1)):  # disks are class 4 in red-beacon scenes, 5 in blue-beacon scenes
+        has = (labels == c).flatten(1).any(1)
+        assert torch.equal(has, world.kind == kind)
+    beacon = (labels == 3).unsqueeze(1)
+    mean_colour = (images * beacon).sum((2, 3)) / beacon.sum((2, 3))
+    red_scene = world.kind == 0
+    assert (mean_colour[red_scene, 0] > mean_colour[red_scene, 2] + 0.4).all()
+    assert (mean_colour[~red_scene, 2] > mean_colour[~red_scene, 0] + 0.4).all()
+
+
+def test_flipping_the_scene_kind_changes_only_the_beacon_pixels_and_swaps_the_disk_class():
+    world = SceneWorld(50, 64, seed=3)
+    images, labels = world.batch(list(range(50)))
+    world.kind = 1 - world.kind
+    world.beacon_colour = world.beacon_colour + (torch.tensor(BEACON_COLOURS)[world.kind]
+                                                 - torch.tensor(BEACON_COLOURS)[1 - world.kind])
+    flipped_images, flipped_labels = world.batch(list(range(50)))
+    beacon = (labels == 3).unsqueeze(1).expand_as(images)
+    assert torch.equal(flipped_images[~beacon], images[~beacon])  # disks look exactly the same ...
+    assert not torch.equal(flipped_images[beacon], images[beacon])
+    swapped = torch.where(labels == 4, 5, torch.where(labels == 5, 4, labels))
+    assert torch.equal(flipped_labels, swapped)  # ... and their class follows the far-away beacon
+
+
+def test_the_cue_is_far_from_every_disk(scenes):
+    world, _, _ = scenes
+    distance = (world.beacon_centre[:, None, :] - world.disk_centre).norm(dim=-1)
+    assert distance.min() >= 0.22 and distance.mean() > 0.45  # as the docstring states
+    # the beacon and the disks sit in opposite halves
+    beacon_left = world.beacon_centre[:, 0] < 0.5
+    assert torch.equal((world.disk_centre[..., 0] < 0.5).all(1), ~beacon_left)
+
+
+def test_wires_are_one_or_two_pixels_wide_and_dots_two_or_three():
+    world = SceneWorld(20, 64, seed=0, n_disks=1, n_wires=1, n_dots=0)
+    world.wire_angle.zero_()  # horizontal wires: count the rows each wire covers in one column
+    _, labels = world.batch(list(range(20)))
+    rows = (labels == 1).sum(1)  # [B, W]: wire pixels per column
+    covered = rows[rows > 0]
+    assert covered.min() >= 1 and covered.max() <= 2
+    dots = SceneWorld(40, 64, seed=0, n_wires=0, n_dots=1)
+    _, labels = dots.batch(list(range(40)))
+    per_image = (labels == 2).flatten(1).sum(1)
+    # a dot of side s in [2, 3) pixels covers 2 or 3 pixel centres along each axis: 4 to 9 pixels, unless the
+    # beacon (drawn last) covers it
+    free = ((dots.dot_centre[:, 0] - dots.beacon_centre).abs().max(1).values > dots.BEACON_HALF + 2 / 64)
+    assert free.sum() >= 30
+    assert ((per_image[free] >= 4) & (per_image[free] <= 9)).all() and (per_image <= 9).all()
+
+
+def test_scene_pixel_shares_are_the_stated_ones():
+    _, labels = SceneWorld(1000, 64, seed=0).batch(list(range(1000)))
+    share = 100 * torch.bincount(labels.flatten(), minlength=6).double() / labels.numel()
+    stated = [(84, 91), (2.5, 5), (0.4, 0.8), (3.0, 3.5), (1.8, 3.0), (1.8, 3.0)]  # the class docstring's ranges
+    for c, (low, high) in enumerate(stated):
+        assert low <= share[c] <= high, (SCENE_CLASSES[c], float(share[c]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(n=0), "n must be"),
+        (dict(size=16), "at least 32"),
+        (dict(n_disks=0), "n_disks"),
+        (dict(n_wires=9), "n_wires"),
+        (dict(n_dots=1.5), "n_dots"),
+        (dict(wire_width=5.0), "wire_width"),
+        (dict(dot_size=(3.0, 2.0)), "dot_size"),
+        (dict(noise=-0.1), "noise"),
+    ],
+)
+def test_scene_world_rejects_bad_arguments_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SceneWorld(**kwargs)
+
+
+def test_make_datasets_knows_the_scenes():
+    train, test = make_datasets("scenes", size=64, n_train=10, n_test=5)
+    assert isinstance(train, SceneWorld) and len(train) == 10 and len(test) == 5
+    assert test.seed != train.seed
+    with pytest.raises(TypeError):
+        make_datasets("scenes", n_train=10, n_test=5, colours=3)

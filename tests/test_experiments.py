@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lessons import experiments
+from lessons.data import make_datasets
 from lessons.experiments import (
     EXPERIMENTS, RESULTS_DIR, Experiment, build_model, definition_hash, experiment, is_stale, run_experiment,
     stale_results,
@@ -55,7 +56,11 @@ def test_every_experiment_runs_two_steps_on_a_tiny_batch(name, tmp_path):
     for variant, runs in written["runs"].items():
         run = runs["0"]
         assert run["steps"] == 2 and len(run["history"]["loss"]) == 2
-        expected = {"loss", "top1"} | {f"{m}@{s}" for s in exp.eval_sizes for m in ("loss", "top1")}
+        names = ("loss", "top1") if exp.recipe.task == "classification" else ("loss", "pixel_acc", "miou")
+        expected = set(names) | {f"{m}@{s}" for s in exp.eval_sizes for m in names}
+        if exp.recipe.task == "segmentation":  # per-class IoU and the data set's groups, at the end
+            world, _ = make_datasets(**{**exp.dataset, "n_train": 1, "n_test": 1})
+            expected |= {f"iou.{c}" for c in world.class_names} | set(world.metric_groups)
         assert set(run["metrics"]) == expected, variant
         assert {"command", "git_commit", "versions", "machine", "wall_s", "params"} <= set(run)
 
@@ -152,3 +157,40 @@ def test_the_first_seed_of_a_real_run_keeps_a_small_checkpoint_that_loads(tmp_pa
     assert runs["0"]["checkpoint"] == str(path) and path.stat().st_size <= experiments.MAX_CHECKPOINT_BYTES
     model = build_model(EXPERIMENTS[name].variants["config_b_842"], num_classes=2, in_chans=3)
     model.load_state_dict(torch.load(path, weights_only=True), strict=True)
+
+
+def test_segmenter_specs_build_the_micro_topformer_and_seaformer_with_their_ablation_switches():
+    top = EXPERIMENTS["topformer_ablations"].variants
+    sea = EXPERIMENTS["seaformer_ablations"].variants
+    x = torch.zeros(2, 3, 64, 64)
+    for spec in (*top.values(), *sea.values()):
+        model = build_model(spec, num_classes=6).eval()
+        assert model(x).shape == (2, 6, 64, 64)  # logits at the input's size, as the trainer's loss needs
+    paper = build_model(top["paper"], 6)
+    assert paper.pool(paper.token_pyramid(x)).shape[-2:] == (2, 2)  # pooling stride 32: a 2x2 grid at 64x64
+    assert build_model(top["no_attention"], 6).config.extractor_attention is False
+    assert build_model(top["last_token"], 6).config.extractor_input == "last"
+    no_axial = build_model(sea["no_axial"], 6)
+    assert not hasattr(no_axial.backbone.transformers[0][0].attn, "proj_row")
+    with pytest.raises(TypeError):
+        build_model({**top["paper"], "not_a_field": 1}, 6)
+
+
+def test_class_metrics_are_per_class_iou_and_the_worlds_groups():
+    train_set, test_set = make_datasets("scenes", size=32, n_train=4, n_test=6)
+
+    class Oracle(torch.nn.Module):  # predicts the true labels, except that every disk is "red scene"
+        def forward(self, x):
+            _, labels = test_set.batch(list(range(len(x))))
+            labels = torch.where(labels == 5, 4, labels)
+            return torch.nn.functional.one_hot(labels, 6).permute(0, 3, 1, 2).float()
+
+    recipe = replace(EXPERIMENTS["topformer_ablations"].recipe, eval_batch_size=6)
+    metrics = experiments.class_metrics(Oracle(), test_set, recipe)
+    assert set(metrics) == {f"iou.{c}" for c in test_set.class_names} | {"context_iou", "detail_iou"}
+    assert metrics["iou.beacon"] == metrics["iou.wire"] == metrics["detail_iou"] == 1.0
+    assert metrics["iou.disk_in_blue_scene"] == 0.0 and 0 < metrics["iou.disk_in_red_scene"] < 1
+    assert metrics["context_iou"] == pytest.approx(metrics["iou.disk_in_red_scene"] / 2)
+    _, labels = test_set.batch(list(range(6)))
+    iou = experiments.class_iou(labels, labels, 6)
+    assert torch.equal(iou, torch.ones(6))

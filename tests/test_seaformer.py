@@ -16,6 +16,7 @@ from lessons.seaformer import (
     LightHead,
     SeaAttention,
     SeaFormerConfig,
+    SeaFormerSeg,
     SqueezeAxialPositionalEmbedding,
     create_seaformer_seg,
     squeeze_axial_attention,
@@ -96,6 +97,45 @@ def test_sea_attention_output_is_hard_sigmoid_gate_times_detail(attn):
     torch.testing.assert_close(attn(x), parts.gate * parts.detail)
     qkv = torch.cat([attn.to_q(x), attn.to_k(x), v], dim=1)
     torch.testing.assert_close(parts.detail, attn.detail_pw(attn.detail_act(attn.detail_dw(qkv))))
+
+
+
+def test_sea_attention_ablations_keep_only_their_branch():
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 6, 10)
+    full = SeaAttention(32, 8, 2)
+    no_detail = SeaAttention(32, 8, 2, detail=False)
+    no_axial = SeaAttention(32, 8, 2, axial=False)
+    for module in (full, no_detail, no_axial):
+        randomize_bn(module, torch.Generator().manual_seed(1))
+        module.eval()
+    assert not hasattr(no_detail, "detail_dw") and not hasattr(no_axial, "proj_row")
+    parts = no_detail.parts(x)
+    assert parts.detail is None
+    torch.testing.assert_close(no_detail(x), no_detail.proj(no_detail.to_v(x) + parts.row + parts.column))
+    parts = no_axial.parts(x)
+    assert parts.row is None and parts.gate is None
+    torch.testing.assert_close(no_axial(x), parts.detail)
+    # the two ablations together hold exactly the full block's parameters, less q, k, v counted once
+    shared = sum(count_params(getattr(full, n)) for n in ("to_q", "to_k", "to_v"))
+    assert count_params(no_detail) + count_params(no_axial) == count_params(full) + shared
+
+
+def test_sea_branch_switches_reach_every_block_and_bad_ones_are_refused():
+    base = SEAFORMER_CONFIGS["tiny"]
+    no_axial = SeaFormerConfig("tiny", base.stages, base.embed_dims, base.depths, base.key_dims, base.num_heads,
+                               base.head_embed_dims, sea_axial=False)
+    model = SeaFormerSeg(no_axial, num_classes=6)
+    blocks = [m for m in model.modules() if isinstance(m, SeaAttention)]
+    assert blocks and all(not b.has_axial and b.has_detail for b in blocks)
+    assert count_params(model) < count_params(SeaFormerSeg(base, num_classes=6))
+    with pytest.raises(ValueError, match="at least one branch"):
+        SeaAttention(32, 8, 2, detail=False, axial=False)
+    with pytest.raises(ValueError, match="at least one branch"):
+        SeaFormerConfig("bad", base.stages, base.embed_dims, base.depths, base.key_dims, 4, base.head_embed_dims,
+                        sea_detail=False, sea_axial=False)
+    with pytest.raises(TypeError, match="must be bools"):
+        SeaAttention(32, 8, 2, detail=1)
 
 
 def test_gate_saturates_exactly_at_zero_and_one_as_a_hard_sigmoid_does(attn):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import lessons
 from lessons.claims.topformer import ABLATIONS, MMCV_RULES
-from lessons.layers import ConvBN, hard_sigmoid, resize_to
+from lessons.layers import ConvBN, DepthwiseConvMlp, hard_sigmoid, resize_to
 from lessons.measure import count_mmcv_flops, count_params, model_count
 from lessons.topformer import (
     TOPFORMER_CONFIGS,
@@ -219,6 +219,22 @@ def test_ablation_settings_build_what_they_name():
     assert built[(("injection", "sem_info"),)].injection[0].gate_embed is None  # the paper's "Sum head" row
     assert count_params(built[(("sim_width", 128),)]) < count_params(built[()])
     assert built[(("pool_stride", 128),)].pool.stride == 4
+
+
+
+def test_extractor_without_attention_holds_a_second_ffn_in_every_block():
+    """The paper's "w/o MHSA" row: every attention removed, more FFNs in its place."""
+    with_attention = meta_model("topformer_tiny")
+    without = meta_model("topformer_tiny", extractor_attention=False)
+    assert all(isinstance(b.attn, BNAttention) for b in with_attention.extractor.blocks)
+    assert not any(isinstance(m, BNAttention) for m in without.modules())
+    for block in without.extractor.blocks:
+        assert isinstance(block.attn, DepthwiseConvMlp) and type(block.attn) is type(block.mlp)
+    torch.manual_seed(0)
+    model = lessons.create_model("topformer_tiny", extractor_attention=False).eval()
+    assert model(torch.randn(1, 3, 128, 128)).shape == (1, 150, 128, 128)
+    with pytest.raises(TypeError, match="extractor_attention must be a bool"):
+        meta_model("topformer_tiny", extractor_attention="no")
 
 
 def test_ablation_costs_move_the_way_the_paper_text_says():
