@@ -116,7 +116,8 @@ def stripe_attention(
         # Keys in the padded rows (only the last stripe has any) get PAD_LOGIT. The official mask also covers the
         # padded queries, whose outputs are cropped below; masking the keys changes no real output.
         key_rows = torch.arange(n_stripes * window, device=logits.device).view(n_stripes, 1, 1, window, 1)
-        mask = ((key_rows >= rows).to(logits.dtype) * PAD_LOGIT).expand(-1, -1, -1, -1, cols).reshape(n_stripes, 1, 1, -1)
+        mask = (key_rows >= rows).to(logits.dtype) * PAD_LOGIT  # per padded row; the same for every column
+        mask = mask.expand(-1, -1, -1, -1, cols).reshape(n_stripes, 1, 1, -1)
         logits = (logits.view(batch, n_stripes, heads, window * cols, -1) + mask).flatten(0, 2)
     out = torch.bmm(logits.softmax(dim=-1), v)
     out = out.view(batch, n_stripes, heads, window * cols, dim).transpose(2, 3)

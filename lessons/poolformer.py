@@ -48,7 +48,7 @@ def check_fixed_map_size(x: torch.Tensor, spatial_size: tuple[int, int], part: s
 
 
 def check_fixed_input_size(x: torch.Tensor, size: int, name: str) -> None:
-    """Raise unless the image batch ``x`` is ``size`` x ``size``, the input a model with fixed-size parts was built for."""
+    """Raise unless the image batch ``x`` is ``size`` x ``size``, the input a model with fixed parts was built for."""
     if tuple(x.shape[-2:]) != (size, size):
         raise ValueError(
             f"{name} has parts of fixed size (spatial MLP / position embedding) built for "
