@@ -33,6 +33,9 @@ from torch import nn
 
 from .layers import check_count, resize_to
 
+# FX symbolic tracing records the resize as one call: its size is a traced shape, which FX cannot turn into a tuple.
+torch.fx.wrap("resize_to")
+
 
 class FeatureInfo(NamedTuple):
     """One feature map a model hands on: its channels, its stride (input side / map side), the module making it."""

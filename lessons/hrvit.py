@@ -36,6 +36,10 @@ from .layers import ConvNormAct, DropPath, Mlp, check_count, check_image_batch, 
 from .measure import MmcvRules
 from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
+# FX symbolic tracing records the input check as one call (run on real tensors) instead of tracing into it.
+torch.fx.wrap("check_image_batch")
+torch.fx.wrap("resize_to")  # its size may be a traced shape, which FX cannot turn into a tuple
+
 Size = tuple[int, int]
 
 # The official code adds -100 (not -inf) to the attention logits of padded positions (``_generate_attn_mask``).
@@ -88,12 +92,16 @@ def stripe_attention(
         return t if horizontal else t.transpose(1, 2)  # vertical stripes = horizontal stripes of the transpose
 
     rows, cols = (height, width) if horizontal else (width, height)
-    pad = -rows % window
-    n_stripes = (rows + pad) // window
+    n_stripes = (rows + window - 1) // window  # the last stripe may run past the map: pad it
+    pad = n_stripes * window - rows
+    # Under torch.export or torch.compile with dynamic shapes the sides, and so ``pad``, are symbolic: the padding and
+    # the mask are then always applied. For a map that needs none that pads nothing and adds a mask of zeros -- the
+    # same numbers, without a branch on the input size that an exported graph could not follow.
+    maybe_padded = not isinstance(pad, int) or pad > 0
 
     def to_stripes(t: torch.Tensor) -> torch.Tensor:
         t = to_map(t)
-        if pad:
+        if maybe_padded:
             t = F.pad(t, (0, 0, 0, 0, 0, pad))  # zero rows at the bottom (zero columns at the right if vertical)
         # [B, stripes, window*cols, heads, dim] -> [B*stripes*heads, window*cols, dim]: one attention per row
         t = t.reshape(batch, n_stripes, window * cols, heads, dim).transpose(2, 3)
@@ -104,11 +112,12 @@ def stripe_attention(
     k = v if shared else to_stripes(k)
     # softmax(q k^T / sqrt(d) + mask) v within every stripe and head, d = the head's width
     logits = torch.bmm(q * dim**-0.5, k.transpose(1, 2))
-    if pad:
-        # Only the last stripe holds padding: its first (window - pad) * cols tokens are real. The official mask
-        # also covers the padded queries, whose outputs are cropped below; masking the keys changes no real output.
-        mask = logits.new_zeros(n_stripes, 1, 1, window * cols)
-        mask[-1, ..., (window - pad) * cols:] = PAD_LOGIT
+    if maybe_padded:
+        # Keys in the padded rows (only the last stripe has any) get PAD_LOGIT. The official mask also covers the
+        # padded queries, whose outputs are cropped below; masking the keys changes no real output.
+        key_rows = torch.arange(n_stripes * window, device=logits.device).view(n_stripes, 1, 1, window, 1)
+        mask = (key_rows >= rows).to(logits.dtype) * PAD_LOGIT  # per padded row; the same for every column
+        mask = mask.expand(-1, -1, -1, -1, cols).reshape(n_stripes, 1, 1, -1)
         logits = (logits.view(batch, n_stripes, heads, window * cols, -1) + mask).flatten(0, 2)
     out = torch.bmm(logits.softmax(dim=-1), v)
     out = out.view(batch, n_stripes, heads, window * cols, dim).transpose(2, 3)
@@ -116,6 +125,11 @@ def stripe_attention(
     if not horizontal:
         out = out.transpose(1, 2)
     return out.reshape(batch, tokens, chs)
+
+
+# FX symbolic tracing keeps the stripe attention as one call: how many heads and whether to pad are decided in
+# Python from the input's shape, which FX's symbolic shapes cannot answer.
+torch.fx.wrap("stripe_attention")
 
 
 class CrossShapedAttention(nn.Module):
@@ -229,10 +243,9 @@ class DiversityEnhancedShortcut(nn.Module):
         self.proj_left = nn.Linear(self.k_in, self.k_out)  # mixes across the C/p groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x = x.reshape(*lead, self.k_in, self.p)  # channel c = group * p + position
+        x = x.unflatten(-1, (self.k_in, self.p))  # channel c = group * p + position
         x = self.act(self.proj_right(x)).transpose(-1, -2)  # [..., p, C/p]
-        return self.proj_left(x).transpose(-1, -2).reshape(*lead, self.k_out * self.p)
+        return self.proj_left(x).transpose(-1, -2).flatten(-2)
 
 
 # --------------------------------------------------------------------------------------------------------------------

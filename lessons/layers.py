@@ -298,9 +298,18 @@ class LayerScale(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channel_dim == -1:
             return x * self.scale
-        shape = [1] * x.ndim
-        shape[self.channel_dim] = -1
-        return x * self.scale.view(shape)
+        return scale_channels(x, self.scale, self.channel_dim)
+
+
+def scale_channels(x: torch.Tensor, scale: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """``x`` times the per-channel ``scale`` broadcast along dimension ``channel_dim``; one call in FX graphs, whose
+    tracer cannot build the view's shape from a symbolic ``x.ndim``."""
+    shape = [1] * x.ndim
+    shape[channel_dim] = -1
+    return x * scale.view(shape)
+
+
+torch.fx.wrap("scale_channels")
 
 
 class TransformerEncoderLayer(nn.Module):

@@ -25,6 +25,9 @@ from .layers import (
 from .registry import NO_NORMALIZATION, imagenet_classifier, register_model
 from .timm_convert import register_timm_converter, rename_keys
 
+# FX symbolic tracing records the input check as one call (run on real tensors) instead of tracing into it.
+torch.fx.wrap("check_image_batch")
+
 # --------------------------------------------------------------------------------------------------------------------
 # Unfold and fold (paper §3.1, Fig. 1b): a feature map <-> P sequences of N patches
 # --------------------------------------------------------------------------------------------------------------------
@@ -53,6 +56,31 @@ def fold_patches(x: torch.Tensor, batch: int, height: int, width: int, patch_h: 
     x = x.reshape(batch, patch_h, patch_w, n_h, n_w, dim)
     x = x.permute(0, 5, 3, 1, 4, 2)  # -> [B, d, n_h, patch_h, n_w, patch_w]
     return x.reshape(batch, dim, height, width)
+
+
+def resize_to_patch_multiple(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """``x`` resized (bilinear) up to the next multiple of ``patch`` in height and width; unchanged if it is one.
+
+    The official code resizes rather than pads, so attention needs no mask.
+    """
+    height, width = x.shape[-2:]
+    new_h, new_w = math.ceil(height / patch) * patch, math.ceil(width / patch) * patch
+    if (new_h, new_w) == (height, width):
+        return x
+    return F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+
+
+def resize_back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` resized (bilinear) back to the height and width of ``like``; unchanged if it has them already."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# FX symbolic tracing keeps these as one call each: whether to resize, and the patch grid, are decided in Python from
+# the map's shape, which FX's symbolic shapes cannot answer.
+for _name in ("resize_to_patch_multiple", "resize_back", "unfold_patches", "fold_patches"):
+    torch.fx.wrap(_name)
 
 
 class MobileViTBlock(nn.Module):
@@ -102,19 +130,12 @@ class MobileViTBlock(nn.Module):
         shortcut = x
         y = self.to_tokens(self.local_rep(x))
 
-        batch, _, height, width = y.shape
         p = self.patch_size
-        new_h, new_w = math.ceil(height / p) * p, math.ceil(width / p) * p
-        resized = (new_h, new_w) != (height, width)
-        if resized:  # the official code resizes rather than pads, so attention needs no mask
-            y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
-
-        tokens = self.norm(self.transformer(unfold_patches(y, p, p)))
-        y = fold_patches(tokens, batch, new_h, new_w, p, p)
-
-        if resized:
-            y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
-        return self.fusion(torch.cat((shortcut, self.from_tokens(y)), dim=1))
+        patched = resize_to_patch_multiple(y, p)
+        batch, _, new_h, new_w = patched.shape
+        tokens = self.norm(self.transformer(unfold_patches(patched, p, p)))
+        folded = resize_back(fold_patches(tokens, batch, new_h, new_w, p, p), y)
+        return self.fusion(torch.cat((shortcut, self.from_tokens(folded)), dim=1))
 
 
 # --------------------------------------------------------------------------------------------------------------------

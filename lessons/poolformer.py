@@ -33,6 +33,31 @@ from .layers import (
 from .registry import imagenet_classifier, register_model
 from .timm_convert import register_timm_converter, rename_keys
 
+# FX symbolic tracing records the input checks as one call each (run on real tensors) instead of tracing into them.
+torch.fx.wrap("check_image_batch")
+
+
+def check_fixed_map_size(x: torch.Tensor, spatial_size: tuple[int, int], part: str) -> None:
+    """Raise unless the feature map ``x`` has the size ``part`` (a spatial MLP, a position embedding) was built for."""
+    if tuple(x.shape[-2:]) != tuple(spatial_size):
+        raise ValueError(
+            f"{part} was built for {spatial_size[0]}x{spatial_size[1]} feature maps but got "
+            f"{x.shape[-2]}x{x.shape[-1]}; build the model with img_size equal to the input size"
+        )
+
+
+def check_fixed_input_size(x: torch.Tensor, size: int, name: str) -> None:
+    """Raise unless the image batch ``x`` is ``size`` x ``size``, the input a model with fixed parts was built for."""
+    if tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(
+            f"{name} has parts of fixed size (spatial MLP / position embedding) built for "
+            f"{size}x{size} inputs, got {x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-1]}"
+        )
+
+
+torch.fx.wrap("check_fixed_map_size")
+torch.fx.wrap("check_fixed_input_size")
+
 TokenMixerFactory = Callable[[int], nn.Module]
 NormFactory = Callable[[int], nn.Module]
 
@@ -110,12 +135,7 @@ class SpatialMlp(nn.Module):
         self.fc = nn.Linear(height * width, height * width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.spatial_size:
-            raise ValueError(
-                f"the spatial MLP mixer was built for {self.spatial_size[0]}x{self.spatial_size[1]} feature maps "
-                f"(its weight is N x N with N = {self.fc.in_features}) but got {x.shape[-2]}x{x.shape[-1]}; build "
-                "the model with img_size equal to the input size"
-            )
+        check_fixed_map_size(x, self.spatial_size, f"the spatial MLP mixer (weight N x N, N = {self.fc.in_features})")
         return self.fc(x.flatten(2)).reshape(x.shape)  # [B, C, N] @ W^T: every channel mixed over positions alike
 
     def extra_repr(self) -> str:
@@ -322,11 +342,7 @@ class PositionEmbedding(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, *spatial_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.spatial_size:
-            raise ValueError(
-                f"the position embedding was built for {self.spatial_size[0]}x{self.spatial_size[1]} feature maps but "
-                f"got {x.shape[-2]}x{x.shape[-1]}; build the model with img_size equal to the input size"
-            )
+        check_fixed_map_size(x, self.spatial_size, "the position embedding")
         return x + self.pos_embed
 
 
@@ -506,12 +522,8 @@ class MetaFormer(ImageClassifier):
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_image_batch(x, self.in_chans)
-        size = self.config.img_size
-        if self.config.fixed_size and tuple(x.shape[-2:]) != (size, size):
-            raise ValueError(
-                f"{self.config.name} has parts of fixed size (spatial MLP / position embedding) built for "
-                f"{size}x{size} inputs, got {x.shape[-2]}x{x.shape[-1]}; build it with img_size={x.shape[-1]}"
-            )
+        if self.config.fixed_size:
+            check_fixed_input_size(x, self.config.img_size, self.config.name)
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of each of the four stages (strides 4, 8, 16, 32; ``feature_info``)."""

@@ -35,6 +35,10 @@ from .layers import (
 from .registry import ade20k_segmenter, register_model
 from .seaformer import FusionBlock, run_pyramid, sea_transformer_stages
 
+# FX symbolic tracing records the input check as one call (run on real tensors) instead of tracing into it.
+torch.fx.wrap("check_image_batch")
+torch.fx.wrap("resize_to")  # its size may be a traced shape, which FX cannot turn into a tuple
+
 # --------------------------------------------------------------------------------------------------------------------
 # MobileNetV3 blocks (Howard et al. 2019, §5; PaddleSeg ``ResidualUnit`` and ``SEModule``)
 # --------------------------------------------------------------------------------------------------------------------
@@ -221,6 +225,9 @@ def _check_features(features: Sequence[torch.Tensor], in_channels: tuple[int, ..
     for i, (feature, chs) in enumerate(zip(features, in_channels)):
         if feature.ndim != 4 or feature.shape[1] != chs:
             raise ValueError(f"{name} input {i} must be [B, {chs}, H, W], got shape {tuple(feature.shape)}")
+
+
+torch.fx.wrap("_check_features")
 
 
 # --------------------------------------------------------------------------------------------------------------------

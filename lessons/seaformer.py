@@ -33,6 +33,10 @@ from .layers import (
 )
 from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
+# FX symbolic tracing records the input check as one call (run on real tensors) instead of tracing into it.
+torch.fx.wrap("check_image_batch")
+torch.fx.wrap("resize_to")  # its size may be a traced shape, which FX cannot turn into a tuple
+
 # --------------------------------------------------------------------------------------------------------------------
 # The pieces of SEA attention (the paper's "squeeze-enhanced Axial attention"; official ``Sea_Attention``)
 # --------------------------------------------------------------------------------------------------------------------
@@ -50,6 +54,15 @@ def squeeze_rows(x: torch.Tensor) -> torch.Tensor:
 def squeeze_columns(x: torch.Tensor) -> torch.Tensor:
     """Squeeze along the height: [B, C, H, W] -> [B, C, W], the mean of each column (the paper's q_(v))."""
     return x.mean(dim=-2)
+
+
+def check_squeezed_axis(x: torch.Tensor, dim: int) -> None:
+    """Raise unless ``x`` is a squeezed axis ``[B, dim, N]``."""
+    if x.ndim != 3 or x.shape[1] != dim:
+        raise ValueError(f"expected a squeezed axis [B, {dim}, N], got shape {tuple(x.shape)}")
+
+
+torch.fx.wrap("check_squeezed_axis")
 
 
 class SqueezeAxialPositionalEmbedding(nn.Module):
@@ -72,10 +85,7 @@ class SqueezeAxialPositionalEmbedding(nn.Module):
         return F.interpolate(self.pos_embed, size=length, mode="linear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[1] != self.pos_embed.shape[1]:
-            raise ValueError(
-                f"expected a squeezed axis [B, {self.pos_embed.shape[1]}, N], got shape {tuple(x.shape)}"
-            )
+        check_squeezed_axis(x, self.pos_embed.shape[1])
         return x + self.embedding(x.shape[-1])
 
 
@@ -87,6 +97,18 @@ def _check_branches(detail: bool, axial: bool) -> None:
         raise ValueError("a SEA block needs at least one branch: detail enhancement or squeeze-axial attention")
 
 
+def check_axial_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> None:
+    """Raise unless q, k ``[B, h*dk, N]`` and v ``[B, h*dv, N]`` fit together and split into ``num_heads`` heads."""
+    batch, qk_chs, length = q.shape
+    if k.shape != q.shape or v.shape[0] != batch or v.shape[-1] != length:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not match")
+    if qk_chs % num_heads or v.shape[1] % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the q/k channels {qk_chs} and v channels {v.shape[1]}")
+
+
+torch.fx.wrap("check_axial_qkv")
+
+
 def squeeze_axial_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float | None = None
 ) -> torch.Tensor:
@@ -96,11 +118,8 @@ def squeeze_axial_attention(
     ``self.scale = key_dim ** -0.5``, applied to both axes). Channels are laid out head-major, as the official reshape
     ``[B, h, d, N]`` assumes. N is H (rows) or W (columns), so the attention matrix is only N x N.
     """
+    check_axial_qkv(q, k, v, num_heads)
     batch, qk_chs, length = q.shape
-    if k.shape != q.shape or v.shape[0] != batch or v.shape[-1] != length:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not match")
-    if qk_chs % num_heads or v.shape[1] % num_heads:
-        raise ValueError(f"num_heads={num_heads} must divide the q/k channels {qk_chs} and v channels {v.shape[1]}")
     key_dim = qk_chs // num_heads
     scale = key_dim**-0.5 if scale is None else scale
     q = q.reshape(batch, num_heads, key_dim, length).transpose(-2, -1)  # [B, h, N, dk]
@@ -494,6 +513,18 @@ class FusionBlock(nn.Module):
         return self.local_embedding(x_local) * resize_to(gate, x_local.shape[-2:])
 
 
+def check_head_features(features: Sequence[torch.Tensor], in_channels: Sequence[int]) -> None:
+    """Raise unless ``features`` are one map per entry of ``in_channels``, each with that many channels."""
+    if len(features) != len(in_channels):
+        raise ValueError(f"LightHead expects {len(in_channels)} feature maps, got {len(features)}")
+    for i, (feature, chs) in enumerate(zip(features, in_channels)):
+        if feature.shape[1] != chs:
+            raise ValueError(f"feature {i} has {feature.shape[1]} channels, LightHead expects {chs}")
+
+
+torch.fx.wrap("check_head_features")
+
+
 class LightHead(nn.Module):
     """SeaFormer's light segmentation head (official ``LightHead``).
 
@@ -526,11 +557,7 @@ class LightHead(nn.Module):
         init_mmseg_head(self)  # mmseg initialises decode heads itself: the official LightHead inherits that
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(features) != len(self.in_channels):
-            raise ValueError(f"LightHead expects {len(self.in_channels)} feature maps, got {len(features)}")
-        for i, (feature, chs) in enumerate(zip(features, self.in_channels)):
-            if feature.shape[1] != chs:
-                raise ValueError(f"feature {i} has {feature.shape[1]} channels, LightHead expects {chs}")
+        check_head_features(features, self.in_channels)
         x = features[0]
         for fusion, x_global in zip(self.fusions, features[1:]):
             x = fusion(x, x_global)

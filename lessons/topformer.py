@@ -68,6 +68,10 @@ from .checkpoints import register_official_converter, rename_by_rules
 from .contract import FeatureInfo, ImageClassifier, Segmenter
 from .registry import ade20k_segmenter, imagenet_classifier, register_model
 
+# FX symbolic tracing records the input check as one call (run on real tensors) instead of tracing into it.
+torch.fx.wrap("check_image_batch")
+torch.fx.wrap("resize_to")  # its size may be a traced shape, which FX cannot turn into a tuple
+
 TOKEN_STRIDES = (4, 8, 16, 32)  # output strides of the four pyramid tokens (official `embed_out_indice`)
 INJECTION_MODES = ("both", "sigmoid_attn", "sem_info")
 HEAD_TYPES = ("simple", "concat")
@@ -238,7 +242,8 @@ class SemanticsExtractor(nn.Module):
         ])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.blocks(self.input_proj(x)).split(self.channels, dim=1))
+        parts = self.blocks(self.input_proj(x)).split(self.channels, dim=1)
+        return [parts[i] for i in range(len(self.channels))]  # indexed, not list(): FX cannot iterate a traced split
 
 
 # --------------------------------------------------------------------------------------------------------------------
