@@ -534,3 +534,53 @@ def show_segmentations(
     else:
         fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Labels beside scatter points that do not run into each other
+# --------------------------------------------------------------------------------------------------------------------
+
+# where a label may sit around its point (offset in points, alignment), nearest first; the far ones get a leader line
+_LABEL_SPOTS = [(dx * r, dy * r, ha, va) for r in (1, 3, 5) for dx, dy, ha, va in (
+    (4, 2, "left", "bottom"), (4, -2, "left", "top"), (-4, 2, "right", "bottom"), (-4, -2, "right", "top"),
+    (0, 5, "center", "bottom"), (0, -5, "center", "top"))]
+
+
+def label_points(ax: plt.Axes, points: Sequence[tuple[float, float, str]], fontsize: float = 8) -> list:
+    """Write each ``(x, y, text)`` beside its point, trying spots around it until the label overlaps no other
+    label, no point and stays inside the axes (greedy, left to right, so the result is deterministic).
+
+    Call it after the axes' scales and limits are final: it measures the labels as drawn. A label that finds no free
+    spot goes to the first one (it then may overlap; the list returned holds every label).
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    dots = [ax.transData.transform((x, y)) for x, y, _ in points]
+    dot_boxes = [plt.matplotlib.transforms.Bbox.from_extents(px - 4, py - 4, px + 4, py + 4) for px, py in dots]
+    placed, texts = [], []
+    def text_box(t, renderer):  # the text alone, not its leader line
+        t.update_positions(renderer)
+        return plt.matplotlib.text.Text.get_window_extent(t, renderer)
+
+    for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
+        for i, (dx, dy, ha, va) in enumerate(_LABEL_SPOTS):
+            far = abs(dx) > 4 or abs(dy) > 5
+            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                            fontsize=fontsize, arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"} if far
+                            else None)
+            box = text_box(t, renderer)
+            free = (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                    and not any(box.overlaps(b) for b in placed + dot_boxes))
+            if free or i == len(_LABEL_SPOTS) - 1:
+                if not free:  # nowhere free: fall back to the nearest spot
+                    t.remove()
+                    t = ax.annotate(text, (x, y), xytext=_LABEL_SPOTS[0][:2], textcoords="offset points",
+                                    fontsize=fontsize)
+                    box = text_box(t, renderer)
+                placed.append(box)
+                texts.append(t)
+                break
+            t.remove()
+    return texts

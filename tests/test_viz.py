@@ -80,3 +80,24 @@ def test_draw_blocks_wraps_rows() -> None:
     plt.close("all")
     with pytest.raises(ValueError, match="per_row"):
         draw_blocks(blocks, per_row=0)
+
+
+def test_label_points_keeps_labels_of_a_tight_cluster_apart():
+    """Six points almost on top of each other: every label is placed, and no two labels' boxes overlap."""
+    import matplotlib.pyplot as plt
+
+    from lessons.viz import label_points
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    points = [(1 + 0.01 * i, 1 + 0.01 * i, f"model_{i}") for i in range(6)]
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    ax.set(xlim=(0.5, 1.5), ylim=(0.5, 1.5))
+    texts = label_points(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for t in texts:
+        t.update_positions(renderer)
+        boxes.append(plt.matplotlib.text.Text.get_window_extent(t, renderer))
+    assert sorted(t.get_text() for t in texts) == sorted(p[2] for p in points)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
