@@ -109,8 +109,9 @@ def _miniature_claims() -> list[Claim]:
 # The second attempt (lessons.experiments.poolformer_token_mixers_48): the same scene at 48x48, evaluated every 25
 # steps on 500 test pictures. The paper's four token-mixer directions are checked twice, on the measures the
 # experiment's docstring named before the runs: steps to leave chance (first evaluation at >= 60% test top-1; fewer
-# is better) and final test top-1. The global random matrix's 75.8% and the identity's 74.3% are the ablation
-# table's numbers as the project brief quotes them (the paper text was not reachable here; facts.md).
+# is better) and final test top-1. The global random matrix's 75.8% and the identity's 74.3% are quoted from the
+# paper's token-mixer ablation table (§4.4); no copy of that table's text was reachable to confirm them, so they are
+# shown beside the miniature and never checked as claims.
 MINI48 = "poolformer_token_mixers_48"
 MINI48_PAPER = {
     "identity": "74.3% (identity mixer)",
