@@ -176,6 +176,26 @@ def test_segmenter_specs_build_the_micro_topformer_and_seaformer_with_their_abla
         build_model({**top["paper"], "not_a_field": 1}, 6)
 
 
+def test_segmenter_specs_build_the_micro_pp_mobileseg_with_aam_or_seaformers_fusion():
+    variants = EXPERIMENTS["pp_mobileseg_ablations"].variants
+    assert "pp_mobileseg" in experiments.SEGMENTER_FAMILIES
+    x = torch.zeros(2, 3, 64, 64)
+    aam = build_model(variants["aam"], num_classes=6).eval()
+    sea = build_model(variants["sea_fusion"], num_classes=6).eval()
+    for model in (aam, sea):
+        assert model(x).shape == (2, 6, 64, 64)  # logits at the input's size, as the trainer's loss needs
+        assert model.predict(x).shape == (2, 64, 64)
+    assert type(aam.fusion).__name__ == "AggregatedAttention" and aam.logits_stride == 16
+    assert type(sea.fusion).__name__ == "SeaFusion" and sea.logits_stride == 8
+    assert aam.forward_logits(x).shape[-2:] == (4, 4) and sea.forward_logits(x).shape[-2:] == (8, 8)
+    with pytest.raises(ValueError, match="unknown fusion"):
+        build_model({**variants["aam"], "fusion": "concat"}, 6)
+    with pytest.raises(TypeError):
+        build_model({**variants["aam"], "not_a_field": 1}, 6)
+    with pytest.raises(ValueError, match="unknown model family"):
+        build_model({"family": "pp-mobileseg"}, 6)
+
+
 def test_class_metrics_are_per_class_iou_and_the_worlds_groups():
     train_set, test_set = make_datasets("scenes", size=32, n_train=4, n_test=6)
 
