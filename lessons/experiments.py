@@ -96,11 +96,13 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-SEGMENTER_FAMILIES = ("topformer", "seaformer", "pp_mobileseg")  # families whose models output [B, classes, H, W] logits
+# families whose models output [B, classes, H, W] logits
+SEGMENTER_FAMILIES = ("topformer", "seaformer", "pp_mobileseg")
 
 
 def build_model(spec: dict, num_classes: int, in_chans: int = 3) -> nn.Module:
-    """A model from a spec: ``{"family": "metaformer" | "mobilevit" | "topformer" | "seaformer" | "pp_mobileseg", ...}``.
+    """A model from a spec: ``{"family": ..., ...fields...}``, the family one of "metaformer", "mobilevit",
+    "topformer", "seaformer", "pp_mobileseg".
 
     metaformer: the fields of :class:`lessons.poolformer.MetaFormerConfig`, plus ``stem``: ``"overlap"`` (the
     official 7x7 stride-4 conv, neighbouring patches overlap by 3 pixels) or ``"patch"`` (each token a linear map of
