@@ -411,6 +411,23 @@ def predict_labels(logits: torch.Tensor, size: Sequence[int], use_vim: bool) -> 
     return valid_interpolate(logits, size) if use_vim else interpolate_argmax(logits, size)
 
 
+def vim_agreement_by_classes(logits: torch.Tensor, size: Sequence[int]) -> dict[int, tuple[int, float]]:
+    """VIM against interpolate-then-argmax, one image at a time, grouped by how many classes the image's
+    low-resolution argmax holds: ``{classes present: (images, percent of their pixels where the labels agree)}``.
+
+    VIM upsamples only the present classes, so a pixel can differ only where an absent class would have won after
+    interpolation; with every class present the two are equal.
+    """
+    if logits.ndim != 4:
+        raise ValueError(f"expected logits [B, K, h, w], got shape {tuple(logits.shape)}")
+    counts: dict[int, list[float]] = {}
+    for one in logits.split(1):
+        n_present = present_classes(one).numel()
+        agree = (valid_interpolate(one, size) == interpolate_argmax(one, size)).double().mean().item()
+        counts.setdefault(n_present, []).append(agree)
+    return {n: (len(a), 100.0 * sum(a) / len(a)) for n, a in sorted(counts.items())}
+
+
 def vim_applies(upsample: str, training: bool, num_classes: int, min_classes: int = VIM_MIN_CLASSES) -> bool:
     """The official switch: VIM only when asked for, at inference, and with at least ``min_classes`` classes."""
     return upsample == "vim" and not training and num_classes >= min_classes

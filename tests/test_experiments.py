@@ -33,7 +33,8 @@ def test_every_experiment_states_a_hypothesis_and_cites_its_paper():
             "mobilevit_patch_sizes_128"} <= set(EXPERIMENTS)
     for name, exp in EXPERIMENTS.items():
         assert exp.name == name
-        assert "Hypothes" in exp.hypothesis and ("ICLR" in exp.hypothesis or "CVPR" in exp.hypothesis), name
+        # the paper: its venue, or its arXiv number for a preprint without one (PP-MobileSeg)
+        assert "Hypothes" in exp.hypothesis and any(cite in exp.hypothesis for cite in ("ICLR", "CVPR", "arXiv")), name
         assert len(exp.variants) >= 2 and exp.seeds
 
 
@@ -174,6 +175,26 @@ def test_segmenter_specs_build_the_micro_topformer_and_seaformer_with_their_abla
     assert not hasattr(no_axial.backbone.transformers[0][0].attn, "proj_row")
     with pytest.raises(TypeError):
         build_model({**top["paper"], "not_a_field": 1}, 6)
+
+
+def test_segmenter_specs_build_the_micro_pp_mobileseg_with_aam_or_seaformers_fusion():
+    variants = EXPERIMENTS["pp_mobileseg_ablations"].variants
+    assert "pp_mobileseg" in experiments.SEGMENTER_FAMILIES
+    x = torch.zeros(2, 3, 64, 64)
+    aam = build_model(variants["aam"], num_classes=6).eval()
+    sea = build_model(variants["sea_fusion"], num_classes=6).eval()
+    for model in (aam, sea):
+        assert model(x).shape == (2, 6, 64, 64)  # logits at the input's size, as the trainer's loss needs
+        assert model.predict(x).shape == (2, 64, 64)
+    assert type(aam.fusion).__name__ == "AggregatedAttention" and aam.logits_stride == 16
+    assert type(sea.fusion).__name__ == "SeaFusion" and sea.logits_stride == 8
+    assert aam.forward_logits(x).shape[-2:] == (4, 4) and sea.forward_logits(x).shape[-2:] == (8, 8)
+    with pytest.raises(ValueError, match="unknown fusion"):
+        build_model({**variants["aam"], "fusion": "concat"}, 6)
+    with pytest.raises(TypeError):
+        build_model({**variants["aam"], "not_a_field": 1}, 6)
+    with pytest.raises(ValueError, match="unknown model family"):
+        build_model({"family": "pp-mobileseg"}, 6)
 
 
 def test_class_metrics_are_per_class_iou_and_the_worlds_groups():

@@ -551,3 +551,19 @@ def test_truncated_file_asks_for_a_new_download(tmp_path, writer):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="download"):
         lessons.create_model("pp_mobileseg_tiny", checkpoint=path)
+
+
+def test_vim_agreement_by_classes_groups_images_by_classes_present_and_finds_the_disagreement():
+    from lessons.pp_mobileseg import vim_agreement_by_classes
+
+    # image 0: classes 0 and 1 win one pixel each; class 2 wins nowhere at low resolution, but between the two
+    # pixels (logits about 6.25, 3.75, 7) it wins after interpolation -- VIM, which dropped it, must disagree there
+    between = torch.tensor([[10.0, 0.0], [0.0, 10.0], [7.0, 7.0]]).reshape(1, 3, 1, 2)
+    # image 1: all three classes present -- VIM equals interpolate-then-argmax
+    everywhere = torch.tensor([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0]]).reshape(1, 3, 1, 3)
+    rows = vim_agreement_by_classes(torch.cat([between, torch.zeros(1, 3, 1, 2)]), (1, 8))
+    assert set(rows) == {1, 2} and rows[2][0] == 1 and rows[1] == (1, 100.0)  # all-zero logits: one class
+    assert 0 < rows[2][1] < 100
+    assert vim_agreement_by_classes(everywhere, (3, 9)) == {3: (1, 100.0)}
+    with pytest.raises(ValueError, match="expected logits"):
+        vim_agreement_by_classes(torch.zeros(3, 4, 4), (8, 8))
