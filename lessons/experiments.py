@@ -114,10 +114,10 @@ def build_model(spec: dict, num_classes: int, in_chans: int = 3) -> nn.Module:
     a :class:`lessons.seaformer.SeaFormerSeg`; hrvit: the fields of :class:`lessons.hrvit.HRViTConfig` (``name``
     included; ``shared_kv``, ``mix_cfn``, ``dense_fusion`` and the other switches) for a
     :class:`lessons.hrvit.HRViTSegmentation`, plus ``head_channels`` (the SegFormer head's width, default the b1/b2
-    256), ``drop_rate`` (default 0.1) and ``drop_path_rate`` (default 0). TopFormer and SeaFormer take ``drop_path_rate`` (default 0: the micro runs are short)
-    and TopFormer ``drop_rate`` (its head's dropout, default the official 0.1, as SeaFormer's LightHead keeps it)
-    beside the config. A new segmenter family is one more branch here
-    that builds a :class:`lessons.contract.Segmenter` from plain data.
+    256), ``drop_rate`` (default 0.1) and ``drop_path_rate`` (default 0). TopFormer and SeaFormer take
+    ``drop_path_rate`` (default 0: the micro runs are short) and TopFormer ``drop_rate`` (its head's dropout, default
+    the official 0.1, as SeaFormer's LightHead keeps it) beside the config. A new segmenter family is one more branch
+    here that builds a :class:`lessons.contract.Segmenter` from plain data.
     """
     spec = dict(spec)
     family = spec.pop("family")
