@@ -197,6 +197,45 @@ def test_segmenter_specs_build_the_micro_pp_mobileseg_with_aam_or_seaformers_fus
         build_model({"family": "pp-mobileseg"}, 6)
 
 
+def test_hrvit_specs_build_the_micro_hrvit_with_its_ablation_switches():
+    from lessons.hrvit import MixCFN, TokenMlp
+
+    assert "hrvit" in experiments.SEGMENTER_FAMILIES
+    hv = EXPERIMENTS["hrvit_ablations"].variants
+    x = torch.zeros(2, 3, 64, 64)
+    models = {name: build_model(spec, num_classes=6).eval() for name, spec in hv.items()}
+    for model in models.values():
+        assert model(x).shape == (2, 6, 64, 64)  # logits at the input's size
+    paper = models["paper"]
+    assert paper.config.channels == (16, 32, 48, 64) and len(paper.backbone.layers) == 5
+    assert paper.decode_head.classify.in_channels == 32  # head_channels from the spec, not the default 256
+    assert [f.shape[-1] for f in paper.forward_features(x)] == [16, 8, 4, 2]  # branches at 1/4 .. 1/32
+
+    def modules(model, kind):
+        return [m for m in model.modules() if isinstance(m, kind)]
+
+    attn = paper.backbone.layers[0].stage.branches[0][0].attn
+    kv_attn = models["independent_kv"].backbone.layers[0].stage.branches[0][0].attn
+    assert attn.qkv.out_features == 2 * attn.dim and kv_attn.qkv.out_features == 3 * kv_attn.dim
+    assert modules(paper, MixCFN) and not modules(paper, TokenMlp)
+    assert modules(models["plain_mlp"], TokenMlp) and not modules(models["plain_mlp"], MixCFN)
+
+    def paths(model):
+        return sum(len(p) for f in model.backbone.fusions for p in f.paths)
+
+    assert paths(models["sparse_fusion"]) < paths(paper)
+    # only the switch differs: every other field is the paper's
+    for name, model in models.items():
+        assert sum(getattr(model.config, f) != getattr(paper.config, f)
+                   for f in ("shared_kv", "mix_cfn", "dense_fusion")) == (name != "paper")
+    with pytest.raises(TypeError):
+        build_model({**hv["paper"], "not_a_field": 1}, 6)
+    with pytest.raises(ValueError, match="even"):
+        build_model({**hv["paper"], "channels": [15, 32, 48, 64]}, 6)
+    with pytest.raises(ValueError, match="hrvit"):
+        build_model({"family": "hrvitt"}, 6)
+
+
 def test_class_metrics_are_per_class_iou_and_the_worlds_groups():
     train_set, test_set = make_datasets("scenes", size=32, n_train=4, n_test=6)
 
