@@ -422,6 +422,11 @@ def _mobilevit(**changes) -> dict:
     return {**_MICRO_MOBILEVIT, **changes}
 
 
+def _patch_size_variants() -> dict[str, dict]:
+    """The paper's two patch settings (§4.3, Fig. 8) in the micro MobileViT: config-A (2, 2, 2), config-B (8, 4, 2)."""
+    return {"config_a_222": _mobilevit(patch_sizes=[2, 2, 2]), "config_b_842": _mobilevit(patch_sizes=[8, 4, 2])}
+
+
 _WORLD = {"name": "shapes_colour", "seed": 0, "n_train": 200_000, "n_test": 2_000, "n_colours": 2,
           "radius": [0.12, 0.2]}
 
@@ -499,10 +504,7 @@ def mobilevit_patch_sizes() -> Experiment:
        last stage).
     2. config-B is faster per step on the CPU (attention over 1 token instead of 16, 4 and 1).
     """
-    variants = {
-        "config_a_222": _mobilevit(patch_sizes=[2, 2, 2]),
-        "config_b_842": _mobilevit(patch_sizes=[8, 4, 2]),
-    }
+    variants = _patch_size_variants()
     recipe = TrainConfig(steps=400, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=20,
                          label_smoothing=0.1, eval_every=25, eval_batch_size=500, log_every=5)
     return Experiment(dataset={**_WORLD, "size": 64, "n_train": 60_000, "n_test": 1_000},
@@ -639,10 +641,7 @@ def mobilevit_patch_sizes_128() -> Experiment:
        little: attention is a small share of the micro model's multiply-adds, and the shared machine's load moves
        wall times by tens of percent, so the difference may not exceed two standard errors.
     """
-    variants = {
-        "config_a_222": _mobilevit(patch_sizes=[2, 2, 2]),
-        "config_b_842": _mobilevit(patch_sizes=[8, 4, 2]),
-    }
+    variants = _patch_size_variants()
     recipe = TrainConfig(steps=150, batch_size=32, lr=2e-3, weight_decay=0.05, warmup_steps=10,
                          label_smoothing=0.1, eval_every=25, eval_batch_size=200, log_every=5)
     return Experiment(dataset={**_WORLD, "size": 128, "n_train": 20_000, "n_test": 400},
