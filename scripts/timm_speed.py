@@ -11,13 +11,16 @@ median ratio, its quartiles and every round's ratio, and the median times. Befor
 (the same weights must give the same logits; the norms' weights and statistics are randomized first, so a norm
 applied wrongly would show), eager and compiled, so a fast wrong model cannot pass.
 
-Compiling is what costs time (minutes per model on a busy 2-core machine), so each model is compiled once per batch
-size (``dynamic=False``: the shapes are static, and ``torch._dynamo.reset()`` between batch sizes) and the compiled
-pair is timed at every thread count. By default inductor bakes ``torch.get_num_threads()`` at compile time into its
-C++ kernels (``#pragma omp parallel num_threads(N)``) without a guard, so a graph compiled at one thread count would
-silently keep it at another; the script sets inductor's ``cpp.dynamic_threads`` (the kernels ask OpenMP for the
-thread count when they run), the same for both models, and checks with dynamo's counters that changing the thread
-count recompiled nothing.
+Compiling is what costs time: one ``torch.compile`` of mobilevit_xxs at batch 1 took 379 s on the shared 2-core
+machine the committed file comes from (mostly gcc building inductor's C++ kernels). So every model is timed eager,
+but only one model of each family (``COMPILE_MODELS``) is timed compiled, at batch 1 (``COMPILE_BATCHES``); other
+cells can be added with ``--compile-models``/``--compile-batches`` and ``--append``. Each model is compiled once per
+batch size (``dynamic=False``: static shapes, ``torch._dynamo.reset()`` between batch sizes) and timed at every
+thread count. By default inductor bakes ``torch.get_num_threads()`` into its C++ kernels (``#pragma omp parallel
+num_threads(N)``); the script sets inductor's ``cpp.dynamic_threads`` instead (the kernels ask OpenMP for the thread
+count when they run), for both models alike, so the graph compiled at one thread count is the same at the other.
+Dynamo still guards on the thread count and traces again at the first call with a new count (that call is timed
+apart, as ``compile_s``); the timed rounds are checked, with dynamo's counters, to have compiled nothing.
 
 Absolute milliseconds belong to the machine recorded in the file; the load average is recorded at the start and end
 and for every cell, because other processes on the same cores widen the spread (the interleaved ratio is what stays
