@@ -17,7 +17,8 @@ Configurations and every detail follow the official code (facebookresearch/HRViT
 ImageNet, ``segmentation/mmseg/models/backbones/hrvit.py`` and ``decode_heads/segformer_head.py`` for ADE20K,
 ``segmentation/configs/hrvit/*.py``); the code here is this book's own. The config dataclass carries switches for
 the paper's ablation study: independent key and value, an overlapping conv patch embedding,
-sparse fusion, no parallel conv path, no extra Hardswish/BN, a plain MLP instead of MixCFN, no DES.
+sparse fusion, no parallel conv path, no extra Hardswish/BN, a plain MLP instead of MixCFN, no DES -- and one of
+this book's own: no 1/4 branch (``high_res_branch=False``, for the segmenter).
 """
 
 from __future__ import annotations
@@ -515,9 +516,15 @@ class HRViTConfig:
     extra_act_bn: bool = True  # False: no Hardswish / BatchNorm in the attention
     mix_cfn: bool = True  # False: plain MLP feed-forward network
     des: bool = True  # False: no diversity-enhanced shortcut
+    high_res_branch: bool = True  # False: no 1/4 branch; the stem's map goes down to 1/8, the head predicts at 1/8
 
     def __post_init__(self) -> None:
         n = len(self.channels)
+        if not isinstance(self.high_res_branch, bool):
+            raise ValueError(f"high_res_branch must be True or False, got {self.high_res_branch!r}")
+        if not self.high_res_branch and n < 2:
+            raise ValueError("without the 1/4 branch (high_res_branch=False) the model needs a coarser branch: "
+                             f"give at least two channels, got {self.channels!r}")
         for label, values in (("channels", self.channels), ("windows", self.windows)):
             if not values or not all(isinstance(v, int) and v > 0 for v in values):
                 raise ValueError(f"{label} must be positive ints, got {values!r}")
@@ -561,6 +568,33 @@ class HRViTConfig:
         """Widths of the branches of module ``module`` (0-based)."""
         return self.channels[: len(self.depths[module])]
 
+    @property
+    def first_branch(self) -> int:
+        """Index of the finest branch the model builds: 0 (the 1/4 branch), or 1 (1/8) with ``high_res_branch=False``.
+
+        Without the 1/4 branch, each module keeps its other branches (a module left with none, like the first,
+        goes), the stem's 1/4 map reaches the 1/8 branch through the fusion layer's downward path, and the
+        SegFormer head reads the 1/8, 1/16 and 1/32 maps: logits at 1/8. This is this book's ablation, not the
+        paper's: the paper keeps the 1/4 branch in every model.
+        """
+        return 0 if self.high_res_branch else 1
+
+
+class StemToCoarser(nn.Module):
+    """The no-1/4-branch ablation's first fusion (``high_res_branch=False``): the stem's 1/4 map goes straight to the
+    branch ``level`` octaves coarser by the fusion layer's own downward path (:func:`fusion_path`: depthwise conv,
+    BN, 1x1 conv, BN) and GELU -- what a fusion layer does to make a new branch, with the stem as its only input."""
+
+    def __init__(self, in_chs: int, out_chs: int, level: int = 1) -> None:
+        super().__init__()
+        self.path = fusion_path(in_chs, out_chs, 0, level)
+        self.act = nn.GELU()
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(xs) != 1:
+            raise ValueError(f"expected the stem's one map, got {len(xs)}")
+        return [self.act(self.path(xs[0]))]
+
 
 class HRViTModule(nn.Module):
     """One column of the architecture: a fusion layer, then a multi-branch stage (official: the consecutive
@@ -591,8 +625,12 @@ class HRViTBackbone(nn.Module):
         self.config, self.in_chans = config, in_chans
         self.reduction = 4 * 2 ** (config.num_branches - 1)
         self.stem = HRViTStem(in_chans, config.stem_channels)
+        # The branches built: all of them, or (high_res_branch=False) all but the 1/4 one, in every module.
+        first = config.first_branch
+        all_channels, windows, mlp_ratios = config.channels[first:], config.windows[first:], config.mlp_ratios[first:]
+        module_depths = [d[first:] for d in config.depths if len(d) > first]
         # Stochastic depth rises linearly over the deepest branch of each module (official: sum of max(blocks)).
-        rates = drop_path_rates(drop_path_rate, sum(max(d) for d in config.depths))
+        rates = drop_path_rates(drop_path_rate, sum(max(d) for d in module_depths))
         options = dict(
             shared_kv=config.shared_kv, parallel_conv=config.parallel_conv, extra_act_bn=config.extra_act_bn,
             mix_cfn=config.mix_cfn, des=config.des,
@@ -600,22 +638,27 @@ class HRViTBackbone(nn.Module):
         layers = []
         widths: tuple[int, ...] = (config.stem_channels,)
         cursor = 0
-        for k, depths in enumerate(config.depths):
-            channels = config.branch_channels(k)
-            # The fusion keeps the incoming widths and makes a new branch (if any) at its final width directly.
-            fused = widths + channels[len(widths):]
+        for k, depths in enumerate(module_depths):
+            channels = all_channels[: len(depths)]
+            if k == 0 and first:  # no 1/4 branch: the stem's 1/4 map goes down to the 1/8 branch
+                fused = channels
+                fusion: nn.Module = StemToCoarser(config.stem_channels, channels[0], first)
+            else:
+                # The fusion keeps the incoming widths and makes a new branch (if any) at its final width directly.
+                fused = widths + channels[len(widths):]
+                fusion = FusionLayer(widths, fused, dense=config.dense_fusion)
             stage = HRViTStage(
-                fused, channels, depths, config.head_dim, config.windows, config.mlp_ratios,
+                fused, channels, depths, config.head_dim, windows, mlp_ratios,
                 rates[cursor: cursor + max(depths)], config.overlap_patch_embed, **options,
             )
-            layers.append(HRViTModule(FusionLayer(widths, fused, dense=config.dense_fusion), stage))
+            layers.append(HRViTModule(fusion, stage))
             cursor += max(depths)
             widths = channels
         self.layers = nn.ModuleList(layers)
-        self.out_channels = config.channels
+        self.out_channels = all_channels
 
     @property
-    def fusions(self) -> list[FusionLayer]:
+    def fusions(self) -> list[nn.Module]:
         return [layer.fusion for layer in self.layers]
 
     @property
@@ -627,7 +670,8 @@ class HRViTBackbone(nn.Module):
         """The branch maps the backbone returns: channels, stride and the LayerNorm that ends each branch."""
         last = len(self.layers) - 1
         return [
-            FeatureInfo(c, 4 * 2**i, f"layers.{last}.stage.norms.{i}") for i, c in enumerate(self.out_channels)
+            FeatureInfo(c, 4 * 2 ** (self.config.first_branch + i), f"layers.{last}.stage.norms.{i}")
+            for i, c in enumerate(self.out_channels)
         ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -716,6 +760,9 @@ class HRViT(ImageClassifier):
         # drop_rate 0.1: the official ``HRViT(head_dropout=0.1)`` default; drop_path_rate is a training flag there
         # (README: --drop-path 0.1), so it stays 0 unless asked for, as in timm.
         super().__init__()
+        if not config.high_res_branch:
+            raise ValueError("HRNet's classification head reads all four branches from 1/4 down; "
+                             "high_res_branch=False is an ablation of the segmenter (HRViTSegmentation) only")
         check_count("num_classes", num_classes, minimum=0, note=" (0 = no classifier)")
         self.config, self.num_classes = config, num_classes
         self.backbone = HRViTBackbone(config, in_chans, drop_path_rate)
@@ -783,7 +830,8 @@ class HRViTSegmentation(Segmenter):
         self.backbone = HRViTBackbone(config, in_chans, drop_path_rate)
         # The backbone's own widths: the official b2 config lists [48, 96, 192, 384] for a 240-channel third
         # branch, which cannot load; the widths the backbone makes are the only ones that run.
-        self.decode_head = SegFormerHead(config.channels, head_channels, num_classes, drop_rate)
+        self.decode_head = SegFormerHead(self.backbone.out_channels, head_channels, num_classes, drop_rate)
+        self.logits_stride = self.backbone.feature_info[0].stride  # 4; 8 without the 1/4 branch
         self.feature_info = [f._replace(module=f"backbone.{f.module}") for f in self.backbone.feature_info]
         self.backbone.apply(self._init_backbone)
 
@@ -805,7 +853,7 @@ class HRViTSegmentation(Segmenter):
         return self.backbone(x)
 
     def forward_head(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Logits at 1/4 of the input (the finest branch's resolution)."""
+        """Logits at the finest branch's resolution: 1/4 of the input (1/8 without the 1/4 branch)."""
         return self.decode_head(features)
 
 

@@ -19,6 +19,7 @@ from lessons.hrvit import (
     EfficientPatchEmbed,
     FusionLayer,
     HRViTConfig,
+    HRViTSegmentation,
     MixCFN,
     MixConv,
     OverlapPatchEmbed,
@@ -30,7 +31,7 @@ from lessons.hrvit import (
     stripe_attention,
     stripe_attention_macs,
 )
-from lessons.measure import MmcvFlopCounter, count_params
+from lessons.measure import MmcvFlopCounter, count_params, model_params
 from helpers import meta_model, official_keys, official_state_dict
 
 
@@ -385,6 +386,40 @@ def test_ablation_switches_change_exactly_what_they_should():
     assert count_params(sparse) < base_params
 
 
+def test_without_the_high_res_branch_exactly_the_quarter_branch_goes_and_logits_come_at_one_eighth():
+    import re
+
+    base, low = meta_model("hrvit_b1"), meta_model("hrvit_b1", high_res_branch=False)
+    assert [f.stride for f in base.feature_info] == [4, 8, 16, 32] and base.logits_stride == 4
+    assert [f.stride for f in low.feature_info] == [8, 16, 32] and low.logits_stride == 8
+    assert len(low.backbone.layers) == len(base.backbone.layers) - 1  # module 1 held only the 1/4 branch
+    assert [conv.in_channels for conv in low.decode_head.linear] == [64, 128, 256]
+    # the blocks: those of the 32-channel (1/4) branch go, every other block stays
+    assert sorted(b.attn.dim for b in blocks_of(low)) == sorted(b.attn.dim for b in blocks_of(base) if b.attn.dim != 32)
+    # the parameters: exactly the 1/4 branch's (its blocks, patch embeddings, norms, fusion paths to and from it,
+    # its head projection and its share of the head's fusion conv), less the stem's new path to 1/8
+    quarter = re.compile(r"(stage\.(branches|patch_embed|norms)\.0\.|fusion\.paths\.(0\.|\d+\.0\.)|decode_head\.linear\.0\.)")
+    gone = sum(p.numel() for name, p in base.named_parameters() if quarter.search(name))
+    head = base.decode_head.fuse.conv.in_channels - low.decode_head.fuse.conv.in_channels  # 256 inputs fewer
+    stem_path = count_params(low.backbone.layers[0].fusion)
+    assert isinstance(low.backbone.layers[0].fusion.path[0], nn.Conv2d)
+    assert low.backbone.layers[0].fusion.path[0].stride == (2, 2)  # the stem's 1/4 map goes down to 1/8
+    assert count_params(base) - count_params(low) == gone + head * 256 - stem_path
+    micro = HRViTConfig("micro", (16, 32, 48, 64), ((1,), (1, 1), (1, 1, 1), (1, 1, 1, 1)), head_dim=8,
+                        mlp_ratios=(2, 2, 2, 2), windows=(1, 2, 4, 2), stem_channels=16, high_res_branch=False)
+    model = HRViTSegmentation(micro, num_classes=5, head_channels=32).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert model(x).shape == (1, 5, 64, 64)
+        assert model.forward_head(model.forward_features(x)).shape == (1, 5, 8, 8)
+
+
+def test_the_high_res_switch_leaves_the_official_segmenters_as_they_were():
+    # counted before the switch existed (the README's 8.2M, 20.8M, 28.7M); the classifiers' exact counts are above
+    assert [model_params(f"hrvit_{v}") for v in ("b1", "b2", "b3")] == [8_183_118, 20_809_782, 28_724_494]
+    assert all(c.high_res_branch for c in HRVIT_CONFIGS.values())
+
+
 def test_attention_counted_by_shape_equals_the_exact_matmul_count():
     with torch.device("meta"):
         model = lessons.create_model("hrvit_b1_cls").eval()
@@ -435,10 +470,19 @@ def test_bad_inputs_raise_clear_errors():
     (dict(channels=(32, 64, 128, 256), head_dim=0), "head_dim"),
     (dict(channels=(36, 64, 128, 256), head_dim=2), "not divisible by its Kronecker factor"),
     (dict(windows=(1, 0, 7, 7)), "positive ints"),
+    (dict(high_res_branch="no"), "high_res_branch must be True or False"),
+    (dict(high_res_branch=0), "high_res_branch must be True or False"),
+    (dict(channels=(32,), depths=((1,),), windows=(1,), mlp_ratios=(4,), high_res_branch=False),
+     "needs a coarser branch"),
 ])
 def test_bad_configs_raise_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_config("b1", **overrides)
+
+
+def test_the_classifier_refuses_the_no_high_res_ablation():
+    with pytest.raises(ValueError, match="segmenter"):
+        meta_model("hrvit_b1_cls", high_res_branch=False)
 
 
 def test_unknown_names_and_fields():

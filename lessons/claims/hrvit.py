@@ -194,3 +194,32 @@ register_claims([
         "Miniature: dense fusion gives a higher mIoU than sparse (neighbour-only) fusion", MINI, "miou",
         ("paper", "sparse_fusion"), discrepancy=MINI_SEEN.get("hrvit.mini.dense_fusion_helps")),
 ])
+
+
+# Learning in miniature (2) (lessons.experiments.hrvit_high_resolution): the paper's central argument -- keep a
+# high-resolution branch for spatially precise features -- checked by removing the micro model's 1/4 branch. The
+# paper never trains HRViT without it, so the direction comes from its text, not from a table.
+MINI_HR = "hrvit_high_resolution"
+MINI_HR_SOURCE = ("HRViT paper (CVPR 2022, arXiv 2111.01236), abstract and introduction: single-scale "
+                  "low-resolution representations make dense prediction challenging; the high-resolution "
+                  "multi-branch architecture learns spatially-precise representations")
+MINI_HR_PAPER = {
+    "paper": "every HRViT keeps the 1/4 branch",
+    "no_high_res_branch": "not trained (worse, by the paper's argument)",
+}
+"""What the paper says of each variant, as the chapter's table shows it (no numbers: the paper has no such row)."""
+MINI_HR_SEEN: dict[str, str] = {}
+"""What the committed results show where the paper's direction does not (filled from book/data/experiments/
+hrvit_high_resolution.json; in %, mean ± std over seeds 0, 1, 2)."""
+
+register_claims([
+    direction_claim(
+        "hrvit.mini.high_res_branch_helps", FAMILY, MINI_HR_SOURCE,
+        "Miniature: the 1/4 branch gives a higher mIoU than the same model without it (logits at 1/8)", MINI_HR,
+        "miou", ("paper", "no_high_res_branch"), discrepancy=MINI_HR_SEEN.get("hrvit.mini.high_res_branch_helps")),
+    direction_claim(
+        "hrvit.mini.high_res_branch_keeps_wires", FAMILY, MINI_HR_SOURCE,
+        "Miniature: the 1/4 branch gives a higher wire IoU (1-2 px structures) than the same model without it",
+        MINI_HR, "iou.wire", ("paper", "no_high_res_branch"),
+        discrepancy=MINI_HR_SEEN.get("hrvit.mini.high_res_branch_keeps_wires")),
+])
