@@ -640,17 +640,22 @@ class HRViTBackbone(nn.Module):
         cursor = 0
         for k, depths in enumerate(module_depths):
             channels = all_channels[: len(depths)]
-            if k == 0 and first:  # no 1/4 branch: the stem's 1/4 map goes down to the 1/8 branch
+            stem_to_coarser = k == 0 and first  # no 1/4 branch: the stem's 1/4 map goes down to the 1/8 branch
+            if stem_to_coarser:
                 fused = channels
                 fusion: nn.Module = StemToCoarser(config.stem_channels, channels[0], first)
             else:
                 # The fusion keeps the incoming widths and makes a new branch (if any) at its final width directly.
                 fused = widths + channels[len(widths):]
-                fusion = FusionLayer(widths, fused, dense=config.dense_fusion)
             stage = HRViTStage(
                 fused, channels, depths, config.head_dim, windows, mlp_ratios,
                 rates[cursor: cursor + max(depths)], config.overlap_patch_embed, **options,
             )
+            if not stem_to_coarser:
+                # Built after the stage, as always: the order of construction is the order of the random draws,
+                # so a seed gives the same initial weights as before this switch existed (and the committed
+                # experiments reproduce).
+                fusion = FusionLayer(widths, fused, dense=config.dense_fusion)
             layers.append(HRViTModule(fusion, stage))
             cursor += max(depths)
             widths = channels
