@@ -176,9 +176,10 @@ def scenes(batch: int, height: int, width: int, first: int = 0) -> torch.Tensor:
 @functools.lru_cache(maxsize=2)
 def calibrated(name: str) -> torch.nn.Module:
     """``build(name)`` with every BatchNorm's running statistics measured on data: 16 SceneWorld images through the
-    model in train mode (a cumulative average, four batches of four), then eval mode. The BNs' affine parameters stay
-    random (none is zero or the identity), but each BN now normalises its input as a trained network's does, so the
-    activations keep the scale they have in a trained model instead of growing through the depth.
+    model with its BatchNorms in train mode (a cumulative average, four batches of four), then back in eval mode.
+    The BNs' affine parameters stay random (none is zero or the identity), but each BN now normalises its input as a
+    trained network's does, so the activations keep the scale they have in a trained model instead of growing
+    through the depth.
 
     Why (issue 16): with ``randomize_bn``'s statistics, which do not match the activations, TopFormer-Base's
     activations reach ~800 before the head (input ~5) and its logits span ~66, so float32's relative rounding, the
@@ -186,12 +187,12 @@ def calibrated(name: str) -> torch.nn.Module:
     logits span ~0.7. Parity is judged against float64 either way (``close``), but on realistic scales it is the
     check a deployer cares about.
     """
-    model = copy.deepcopy(build(name))
+    model = copy.deepcopy(build(name))  # in eval mode: dropout and stochastic depth stay off, so this is deterministic
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
-    model.train()
+            m.train()  # only the BatchNorms: they measure their inputs' statistics
     with torch.no_grad():
         for first in range(0, 16, 4):
             model(scenes(4, *onnx_sizes(name)[0][1:], first=first))
