@@ -127,12 +127,43 @@ def pooled_grid_size(height32: int, width32: int, stride: int) -> tuple[int, int
     return (height32 - 1) // stride + 1, (width32 - 1) // stride + 1
 
 
+def adaptive_pooling_matrix(in_size: int, out_size: int, like: torch.Tensor) -> torch.Tensor:
+    """The ``[out_size, in_size]`` matrix whose row i averages the window ``adaptive_avg_pool2d`` gives output i.
+
+    Adaptive pooling's window i runs from ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)`` (windows may overlap
+    by one when ``out`` does not divide ``in``); row i holds ``1 / length`` there and 0 elsewhere. Pooling a map is
+    then two matrix products, ``A_h @ x @ A_w^T``, which any exporter writes for a size it only knows at run time.
+    ``like`` gives the dtype and device.
+    """
+    i = torch.arange(out_size, device=like.device)
+    start = torch.div(i * in_size, out_size, rounding_mode="floor")
+    end = torch.div((i + 1) * in_size + out_size - 1, out_size, rounding_mode="floor")
+    j = torch.arange(in_size, device=like.device)
+    inside = (j >= start.unsqueeze(1)) & (j < end.unsqueeze(1))
+    return inside.to(like.dtype) / (end - start).unsqueeze(1).to(like.dtype)
+
+
+def adaptive_avg_pool2d_by_matmul(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, size)`` as ``A_h @ x @ A_w^T`` (:func:`adaptive_pooling_matrix`): the same windows and
+    means, summed in another order (equal up to float rounding).
+
+    Used only while exporting to ONNX: ONNX has no adaptive pooling, and the exporter decomposes
+    ``adaptive_avg_pool2d`` into an ``AveragePool`` whose kernel and stride it computes from the example input and
+    fixes -- right only while every side stays a multiple of the 64-pixel grid cell (at 480 x 480 ONNX Runtime fails
+    on a reshape, at other sizes it can return a map of the wrong size). These products keep the sizes symbolic.
+    """
+    rows = adaptive_pooling_matrix(x.shape[-2], size[0], x)
+    cols = adaptive_pooling_matrix(x.shape[-1], size[1], x)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
 class PyramidPoolAgg(nn.Module):
     """Average-pool every token map to the grid of :func:`pooled_grid_size` and concatenate them along channels.
 
     Source: ``PyramidPoolAgg`` (official ``topformer.py``, ``c2t_stride=2``). Adaptive average pooling makes each
     grid cell the mean of a window of the token map; for a map whose side is a multiple of the grid's, the windows
-    tile it exactly. No parameters.
+    tile it exactly. No parameters. Under ``torch.onnx.export`` the pooling is written as matrix products instead
+    (:func:`adaptive_avg_pool2d_by_matmul`), so that the ONNX graph pools correctly at every input size.
     """
 
     def __init__(self, stride: int = 2) -> None:
@@ -142,7 +173,8 @@ class PyramidPoolAgg(nn.Module):
 
     def forward(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         size = pooled_grid_size(tokens[-1].shape[-2], tokens[-1].shape[-1], self.stride)
-        return torch.cat([nn.functional.adaptive_avg_pool2d(t, size) for t in tokens], dim=1)
+        pool = adaptive_avg_pool2d_by_matmul if torch.onnx.is_in_onnx_export() else nn.functional.adaptive_avg_pool2d
+        return torch.cat([pool(t, size) for t in tokens], dim=1)
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}"

@@ -8,11 +8,19 @@ the first size anywhere, fails.
 
 Tolerance (``close``): the traced, exported and ONNX graphs run the same float32 arithmetic as eager in another order
 or with other kernels (ONNX Runtime folds BatchNorms into convolutions, for one), so they may differ from eager by
-rounding only. How much rounding moves the output depends on the model and its weights (on random weights with
-random BatchNorm statistics SeaFormer's logits move by ~3e-4 of their range between ONNX Runtime and eager, far
-more than float32's step of 6e-8), so the bound is measured, not fixed: the model run in float64 gives the exact
-result, eager float32's distance from it is this input's rounding error, and a graph may be at most 4x as far.
-A graph that computed anything else (a stale size, a wrong broadcast) is off by the logits' own scale.
+rounding only. How much rounding moves the output depends on the model and its weights, so the bound is measured,
+not fixed: the model run in float64 gives the exact result, eager float32's distance from it is this input's rounding
+error, and a graph may be at most 4x as far. A graph that computed anything else (a stale size, a wrong broadcast)
+is off by the logits' own scale.
+
+Weights (issue 16): ``build`` gives every BatchNorm random statistics (``randomize_bn``), which do not match the
+activations, so the activations grow through the depth (SeaFormer-Large: ~2,200 inside its transformer for inputs of
+~3; TopFormer-Base: ~800 before the head) while the logits stay small (ranges 0.25 and 66 at 256 x 256). Float32's
+*relative* rounding of those large activations is then ~0.1% of the logits' range, in eager float32 as much as in
+ONNX Runtime (eager vs float64: 2.4e-4 and 1.3e-4; ONNX Runtime vs float64: 1.8e-4 and 2.5e-4): that was the "drift"
+of the ONNX sweep, rounding, not an exporter error. The ONNX test therefore runs on weights of a realistic scale
+(``calibrated``: statistics measured on SceneWorld images), where the same models' activations stay within ~26 and
+eager and ONNX Runtime agree with float64 to ~2e-6 (SeaFormer-Large) and ~1e-5 (TopFormer-Base).
 
 Cost: the whole file must add about a minute to CI on two cores, so by default each test runs for a few of the
 smallest models, one per family where it can, whose code paths the other variants share (they differ in widths and
@@ -31,6 +39,7 @@ import torch
 from torch.export import Dim
 
 import lessons
+from lessons.data import SceneWorld
 
 from helpers import one_thread_for_the_module, randomize_bn
 
@@ -155,29 +164,139 @@ def test_hrvit_exports_with_a_dynamic_batch_and_refuses_another_size(name: str) 
             exported(image(1, *SECOND))
 
 
-@pytest.mark.parametrize("name", models(["seaformer_tiny"], DYNAMIC_SIZE_EXPORT))
-def test_onnx_export_with_dynamic_axes_runs_in_onnxruntime_at_two_sizes(name: str) -> None:
-    """In CI one model (an ONNX export costs about a minute here): SeaFormer-Tiny, whose squeeze-axial attention and
-    position-embedding resize are the size-dependent parts an exporter most easily gets wrong.
+def scenes(batch: int, height: int, width: int, first: int = 0) -> torch.Tensor:
+    """``batch`` SceneWorld images (``lessons.data``: a dark scene, disks, wires, a beacon) of ``height x width``,
+    normalised as the experiments feed them: inputs of a realistic scale, unlike ``image``'s standard normal noise."""
+    dataset = SceneWorld(n=first + batch, size=(height, width), seed=5)
+    images, _ = dataset.batch(list(range(first, first + batch)))
+    mean, std = torch.tensor(dataset.mean).view(1, 3, 1, 1), torch.tensor(dataset.std).view(1, 3, 1, 1)
+    return (images - mean) / std
 
-    Sides are multiples of 64: ONNX has no adaptive pooling, and the exporter writes TopFormer's
-    ``adaptive_avg_pool2d`` onto the 1/64 grid as an AveragePool whose kernel is fixed at export time; it equals the
-    adaptive pooling only while the input stays a multiple of the 64-pixel grid cell (at 192 x 224 ONNX Runtime then
-    fails on a reshape). SeaFormer and PP-MobileSeg follow any size (checked at 192 x 224).
+
+@functools.lru_cache(maxsize=2)
+def calibrated(name: str) -> torch.nn.Module:
+    """``build(name)`` with every BatchNorm's running statistics measured on data: 16 SceneWorld images through the
+    model with its BatchNorms in train mode (a cumulative average, four batches of four), then back in eval mode.
+    The BNs' affine parameters stay random (none is zero or the identity), but each BN now normalises its input as a
+    trained network's does, so the activations keep the scale they have in a trained model instead of growing
+    through the depth.
+
+    Why (issue 16): with ``randomize_bn``'s statistics, which do not match the activations, TopFormer-Base's
+    activations reach ~800 before the head (input ~5) and its logits span ~66, so float32's relative rounding, the
+    same for every backend, becomes a large absolute error; with measured statistics they stay within ~26 and the
+    logits span ~0.7. Parity is judged against float64 either way (``close``), but on realistic scales it is the
+    check a deployer cares about.
     """
+    model = copy.deepcopy(build(name))  # in eval mode: dropout and stochastic depth stay off, so this is deterministic
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+            m.train()  # only the BatchNorms: they measure their inputs' statistics
+    with torch.no_grad():
+        for first in range(0, 16, 4):
+            model(scenes(4, *onnx_sizes(name)[0][1:], first=first))
+    return model.eval()
+
+
+# ONNX sizes: the example the graph is exported at, then sides that are *not* multiples of 64 (TopFormer's pooled
+# grid cell), swapped, and a 480 x 448 image (a 480 side is 7.5 grid cells).
+ONNX_EXAMPLE = (128, 192)
+ONNX_SIZES = ((2, *ONNX_EXAMPLE), (3, 224, 160), (1, 480, 448))
+ONNX_SMALLEST = {"pp_mobileseg_base_5stage": ((2, 192, 256), (3, 288, 224), (1, 480, 448))}
+
+
+def onnx_sizes(name: str) -> tuple[tuple[int, int, int], ...]:
+    """(batch, height, width) of the export example, then of the other sizes the ONNX graph is run at."""
+    return ONNX_SMALLEST.get(name, ONNX_SIZES)
+
+
+def onnx_session(program):
     ort = pytest.importorskip("onnxruntime")
-    model = build(name)
-    first, second = two_sizes(name)
-    program = torch.onnx.export(model, (first,), dynamo=True, dynamic_shapes=dynamic_sizes(name), verbose=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, x: torch.Tensor) -> torch.Tensor:
     (input_name,) = [i.name for i in session.get_inputs()]
+    return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
+
+
+@pytest.mark.parametrize("name", models(["topformer_tiny"], DYNAMIC_SIZE_EXPORT))
+def test_onnx_export_with_dynamic_axes_matches_eager_at_any_size(name: str) -> None:
+    """One ONNX graph, exported with dynamic batch, height and width, runs in ONNX Runtime at sizes that are not
+    multiples of 64 and matches eager within float32 rounding (``close``: at most 4x eager float32's own distance from
+    float64), on weights of a realistic scale (``calibrated``).
+
+    In CI one model (an ONNX export costs tens of seconds here): TopFormer-Tiny, whose pooling onto the 1/64 grid is
+    the part an exporter got wrong -- ONNX has no adaptive pooling, and the exporter wrote ``adaptive_avg_pool2d`` as
+    an AveragePool with a kernel fixed at export time, right only at multiples of 64 (at 480 x 480 ONNX Runtime
+    failed on a reshape). The model now pools by matrix products while exporting
+    (``lessons.topformer.adaptive_avg_pool2d_by_matmul``). The sweep runs every segmenter but HRViT (next test).
+    """
+    model = calibrated(name)
+    sizes = onnx_sizes(name)
+    first = scenes(*sizes[0])
+    program = torch.onnx.export(model, (first,), dynamo=True, dynamic_shapes=dynamic_sizes(name), verbose=False)
+    session = onnx_session(program)
     with torch.no_grad():
-        for x in (first, second):
-            close(torch.from_numpy(session.run(None, {input_name: x.numpy()})[0]), model, x)
+        for size in sizes:
+            x = scenes(*size)
+            close(run_onnx(session, x), model, x)
+
+
+@pytest.mark.parametrize("name", models([], HRVIT))
+def test_hrvit_onnx_export_with_a_dynamic_batch_matches_eager_and_refuses_another_size(name: str) -> None:
+    """HRViT exports to ONNX at a fixed size with a dynamic batch (see HRVIT for why not a dynamic size), through the
+    route the README gives: ``optimize=False``. The onnxscript optimizer (the default, ``optimize=True``) took 473 s
+    on HRViT-b1 where the export without it took 30 s, for a graph of ~12,500 nodes that ONNX Runtime optimises on
+    loading anyway (same outputs, to 2.7e-7): the graph is large because every ``view``, ``reshape`` and ``slice`` of
+    the 35 blocks' stripe attention, DES and MixCFN becomes several ONNX nodes (Constant, Concat, Reshape, Slice:
+    5,510 Constants and 2,740 Reshapes of 13,634 nodes at 64 x 96); which of the optimizer's passes takes the time
+    has not been profiled.
+    """
+    model = calibrated(name)
+    batch, height, width = onnx_sizes(name)[0]
+    program = torch.onnx.export(
+        model, (scenes(batch, height, width),), dynamo=True, dynamic_shapes=({0: Dim("batch", min=1, max=64)},),
+        optimize=False, verbose=False,
+    )
+    session = onnx_session(program)
+    with torch.no_grad():
+        x = scenes(batch + 1, height, width, first=batch)
+        close(run_onnx(session, x), model, x)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        run_onnx(session, scenes(1, width, height))
+
+
+def test_pooling_by_matrix_products_equals_adaptive_average_pooling() -> None:
+    """The export route of TopFormer's pooling computes adaptive average pooling's windows and means exactly (in
+    float64, up to rounding): sides that divide, that do not (overlapping windows), and grids larger than the map."""
+    from lessons.topformer import adaptive_avg_pool2d_by_matmul
+
+    generator = torch.Generator().manual_seed(0)
+    for height, width, grid in ((16, 16, (8, 8)), (15, 7, (8, 3)), (30, 60, (4, 8)), (7, 9, (4, 4)), (3, 5, (8, 7)),
+                                (1, 1, (1, 1)), (120, 112, (8, 7))):
+        x = torch.randn(2, 3, height, width, generator=generator, dtype=torch.float64)
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, grid)
+        actual = adaptive_avg_pool2d_by_matmul(x, grid)
+        assert actual.shape == expected.shape
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_topformer_pools_by_matrix_products_only_while_exporting_to_onnx(monkeypatch) -> None:
+    """Eager TopFormer keeps ``adaptive_avg_pool2d`` (its outputs bit for bit as before); under
+    ``torch.onnx.export`` the pooling goes through the matrix products, whose numbers agree to float32 rounding."""
+    model = build("topformer_tiny")
+    tokens = model.token_pyramid(image(2, 96, 160))  # a 1/32 token of 3 x 5 pooled to 2 x 3: uneven windows
+    grid = (2, 3)
+    eager = model.pool(tokens)
+    assert torch.equal(eager, torch.cat([torch.nn.functional.adaptive_avg_pool2d(t, grid) for t in tokens], 1))
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    exporting = model.pool(tokens)
+    assert not torch.equal(exporting, eager)  # another route (sums in another order) ...
+    torch.testing.assert_close(exporting, eager, rtol=1e-5, atol=1e-6)  # ... to the same numbers
 
 
 # FX in CI: the smallest model of each family and task, and the PoolFormer hybrids whose token mixers are attention
@@ -198,8 +317,9 @@ def test_fx_symbolic_trace_matches_eager(name: str) -> None:
         graph(torch.zeros(1, 4, 64, 64))
 
 
-# In CI one model of each family but HRViT, whose dynamo trace alone takes a minute or more here (hrvit_b1 and
-# hrvit_b1_cls compile as one graph: run the sweep).
+# In CI one model of each family but HRViT, whose dynamo trace alone takes a minute or more here (the sweep checks
+# them all; hrvit_b2 and hrvit_b3 were checked once, 2026-12-02: one graph, no break, ~160 s each on a busy 2-core
+# machine).
 @pytest.mark.parametrize(
     "name", models(["mobilevit_xxs", "poolformer_s12", "pp_mobileseg_tiny", "seaformer_tiny", "topformer_tiny"])
 )
