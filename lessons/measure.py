@@ -541,3 +541,17 @@ def mmcv_flops_by_part(model: nn.Module, input_size: InputSize, *, rules: MmcvRu
     """mmcv-rule FLOPs of one image per top-level child of ``model`` (``token_pyramid``, ``extractor``, ...)."""
     counter, batch = _run_mmcv(model, input_size, rules)
     return {part: flops // batch for part, flops in counter.by_part.items()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what ``platform`` knows), for benchmark records."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

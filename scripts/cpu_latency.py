@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 import lessons
-from lessons.measure import compare_latency, model_count, model_params
+from lessons.measure import compare_latency, cpu_name, model_count, model_params
 
 # (task, input side) -> models, each at the resolution its paper reports: ImageNet at 224 (MobileViT: 256),
 # ADE20K segmentation at 512 with 150 classes.
@@ -99,16 +99,6 @@ def costs(name: str, side: int) -> tuple[int, int]:
     """
     name = name.removesuffix(VIM)
     return model_params(name), model_count(name, (1, 3, side, side))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ from lessons import deploy
 from lessons import pp_mobileseg as pms
 from lessons.experiments import EXPERIMENTS, ROOT, load_trained, results_path
 from lessons.data import make_datasets
-from lessons.measure import compare_latency, model_params, paired_ratio
+from lessons.measure import compare_latency, cpu_name, model_params, paired_ratio
 from lessons.train import _normalise, confusion_matrix, segmentation_metrics
 
 # family -> (experiment, variant): the trained miniature of each family (first seed, committed checkpoint)
@@ -290,16 +290,6 @@ def bench_vim_trained(work: Path, rounds: int, per_group: int = 10) -> dict:
                      **{k: {"median_ms": round(float(torch.tensor(v).median()), 4)} for k, v in times.items()}})
     return {"experiment": experiment, "variant": variant, "logits_shape": list(logits.shape[1:]),
             "output_side": side, "rows": rows}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,13 @@ def assert_truncated_file_is_refused(tmp_path: Path, name: str, checkpoint: dict
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="download it again"):
         lessons.create_model(name, checkpoint=path)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (scripts/ is not a package), for the tests of the data a script writes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

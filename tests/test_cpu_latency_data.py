@@ -6,24 +6,18 @@ recorded beside them can: if a model changes, this fails until ``scripts/cpu_lat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "book" / "data" / "cpu_latency.json"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("cpu_latency", ROOT / "scripts" / "cpu_latency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = load_script()
+SCRIPT = load_script("cpu_latency")
 RECORD = json.loads(DATA.read_text())
 
 

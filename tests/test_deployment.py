@@ -19,7 +19,6 @@ the output's scale is allowed for it).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -32,21 +31,14 @@ from lessons.data import make_datasets
 from lessons.experiments import EXPERIMENTS, build_model
 from lessons.measure import model_params
 
-from helpers import one_thread_for_the_module
+from helpers import load_script, one_thread_for_the_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "book" / "data" / "deployment.json"
 ort = pytest.importorskip("onnxruntime")
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("deploy_bench", ROOT / "scripts" / "deploy_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = load_script()
+SCRIPT = load_script("deploy_bench")
 RECORD = json.loads(DATA.read_text())
 one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
 

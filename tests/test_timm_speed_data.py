@@ -8,7 +8,7 @@ comments left out). Change the timed code and this fails until the script is run
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import statistics
 import sys
@@ -18,18 +18,13 @@ import pytest
 import timm
 import torch
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "book" / "data" / "timm_speed.json"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("timm_speed", ROOT / "scripts" / "timm_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = load_script()
+SCRIPT = load_script("timm_speed")
 RECORD = json.loads(DATA.read_text())
 CELLS = RECORD["cells"]
 
