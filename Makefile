@@ -24,7 +24,10 @@ VENDOR_STAMP := book/_static/vendor/VERSIONS.json
 # --all: rebuild every page; -W: warnings are errors; -n: nitpicky (every cross-reference must resolve);
 # --keep-going: report every warning before failing, not just the first.
 JB_FLAGS := --all -W -n --keep-going
-NBVAL_FLAGS := -p no:cacheprovider --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
+# Unit tests and notebooks run in $(WORKERS) processes (pytest-xdist; `make test WORKERS=0` runs them in this one).
+# Notebooks are handed out whole (--dist loadfile): each one's cells run in order in one kernel.
+WORKERS ?= auto
+NBVAL_FLAGS := -p no:cacheprovider -n $(WORKERS) --dist loadfile --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
 	--nbval-cell-timeout=120 --ignore=book/_static
 # `make notebooks NB=book/mobilevit.ipynb` re-executes just that one.
 NB ?=
@@ -82,7 +85,7 @@ test: unit nbval book site-check
 	@echo "==> make test: all four steps passed (unit, nbval, book build, browser check)"
 
 unit: $(VENV_STAMP)
-	@$(STEP) "1/4 unit tests: pytest tests --ignore=tests/site" $(VENV)/bin/pytest tests --ignore=tests/site -q
+	@$(STEP) "1/4 unit tests: pytest tests --ignore=tests/site" $(VENV)/bin/pytest tests --ignore=tests/site -q -n $(WORKERS)
 
 nbval: $(VENV_STAMP)
 	@if [ -z "$$(find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path 'book/_static/*' -print -quit)" ]; then \
