@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Per page: (path, images, images too small to read, math typeset, math nodes, widgets rendered, widget views saved,
 # widget controls moved);
 # printed at the end.
-PAGE_STATS = pytest.StashKey[list]()
+PAGE_STATS = "page_stats"
 
 # Flags for a quiet, offline, headless Chromium in a container (we run as root, hence --no-sandbox).
 # The --disable-* flags stop Chromium's own calls home (updates, sync, field trials) so that the only
@@ -96,15 +96,23 @@ def browser():
             browser.close()
 
 
-@pytest.fixture(scope="session")
-def page_stats(pytestconfig) -> list:
-    """Where each page test notes what it checked, for the summary printed at the end."""
-    return pytestconfig.stash.setdefault(PAGE_STATS, [])
+@pytest.fixture
+def page_stats(record_property):
+    """Where a page test notes what it checked, for the summary printed at the end. The note rides on the test's
+    report (a user property), so it reaches the summary from pytest-xdist's worker processes too."""
+    return lambda stats: record_property(PAGE_STATS, tuple(stats))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Print what each page held (so "passed" visibly covered math and widgets); repeat a skip loudly."""
-    stats = config.stash.get(PAGE_STATS, [])
+    stats = [
+        value
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == PAGE_STATS
+    ]
     if stats:
         terminalreporter.write_sep("-", "pages checked in the browser")
         terminalreporter.write_line(

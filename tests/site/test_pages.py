@@ -409,7 +409,7 @@ def test_every_toc_entry_was_built(site_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("page_path", built_pages() or ["(site not built)"])
-def test_page(page_path: str, site_dir: Path, base_url: str, browser, page_stats: list) -> None:
+def test_page(page_path: str, site_dir: Path, base_url: str, browser, page_stats) -> None:
     html = (site_dir / page_path).read_text(encoding="utf-8")
     url = f"{base_url}/{page_path}"
     record = PageRecord()
@@ -496,7 +496,7 @@ def test_page(page_path: str, site_dir: Path, base_url: str, browser, page_stats
     problems += [f"console error: {m}" for m in record.console_errors if not allowed_console_message(m)]
     problems += [f"page error: {m}" for m in record.page_errors if not allowed_console_message(m)]
 
-    page_stats.append(
+    page_stats(
         (page_path, n_images, squeezed, math.get("typeset", 0), math.get("nodes", 0), sum(v["rendered"] for v in views), n_views,
          n_controls)
     )
