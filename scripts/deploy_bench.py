@@ -3,6 +3,12 @@ The data behind book/deployment.ipynb.
 
     OMP_NUM_THREADS=1 python scripts/deploy_bench.py --out book/data/deployment.json
 
+    # int8 with 7- and 8-bit weights and every miniature compiled, on a CPU with VNNI (book/data/deployment_vnni*.json)
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts miniatures --weight-bits 7 --compile all \
+        --out book/data/deployment_vnni.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts miniatures --weight-bits 8 --no-compile \
+        --out book/data/deployment_vnni_8bit_weights.json
+
 Three parts, each timed interleaved (``lessons.measure.compare_latency``: every backend of a model once per round, so
 a machine that slows down slows them alike; ratios are read round by round with ``paired_ratio``):
 
@@ -19,9 +25,15 @@ a machine that slows down slows them alike; ratios are read round by round with 
 * ``vim``: the ending alone (150 x 64 x 64 logits to a 512 x 512 label map) in ONNX Runtime, interpolate-then-argmax
   against VIM, as the number of classes present changes; and on the trained PP-MobileSeg miniature's own logits.
 
-Only two miniatures are compiled (``COMPILED``: MobileViT's and TopFormer's, one classifier and one segmenter):
-``torch.compile`` took about four minutes for the micro MobileViT alone on this machine, so compiling all six and the
-full-size models would triple the run; the question (does compiling pay at batch 1 on one core?) is asked of two.
+By default two miniatures are compiled (``COMPILED``: MobileViT's and TopFormer's, one classifier and one
+segmenter): a cold ``torch.compile`` took about four minutes for the micro MobileViT alone on the first machine, so
+compiling all six would have tripled that run. ``--compile all`` (or a list of families) compiles more; the time of
+each first compiled call is recorded as ``compile_s``, and whether inductor's on-disk cache held anything at the
+start, since a warm cache turns minutes into seconds.
+
+``--weight-bits`` picks int8's weight range (``lessons.deploy``: 7 bits by default, against the 16-bit saturation
+of x86 CPUs without VNNI; 8 where the CPU accumulates in 32 bits). The CPU's int8-relevant feature flags
+(``lessons.measure.cpu_flags``: VNNI, AMX) are recorded with the machine.
 Every timed sample is kept. The checkpoints' SHA-256 and the models' parameter counts are recorded beside the
 numbers; ``tests/test_deployment.py`` fails when they no longer match the code (run this script again then).
 """
@@ -48,7 +60,7 @@ from lessons import deploy
 from lessons import pp_mobileseg as pms
 from lessons.experiments import EXPERIMENTS, ROOT, load_trained, results_path
 from lessons.data import make_datasets
-from lessons.measure import compare_latency, cpu_name, model_params, paired_ratio
+from lessons.measure import compare_latency, cpu_flags, cpu_name, model_params, paired_ratio
 from lessons.train import _normalise, confusion_matrix, segmentation_metrics
 
 # family -> (experiment, variant): the trained miniature of each family (first seed, committed checkpoint)
@@ -125,7 +137,8 @@ def latency_row(timed: dict, reference: str) -> dict:
     return out
 
 
-def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compile_: bool) -> dict:
+def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compile_: bool,
+                    weight_bits: int = 7) -> dict:
     experiment, variant = MINIATURES[family]
     exp = EXPERIMENTS[experiment]
     task = exp.recipe.task
@@ -140,10 +153,12 @@ def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compil
     calibration = [_normalise(train_set.batch([i])[0], train_set) for i in range(CALIBRATION_IMAGES)]
     paths = {
         "onnxruntime": float_path,
-        "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{family}.dyn.onnx"),
-        "int8_static": deploy.quantize_conv_static(float_path, work / f"{family}.static.onnx", calibration),
+        "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{family}.dyn.onnx", weight_bits),
+        "int8_static": deploy.quantize_conv_static(float_path, work / f"{family}.static.onnx", calibration,
+                                                   weight_bits),
     }
-    paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{family}.both.onnx")
+    paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{family}.both.onnx",
+                                                        weight_bits)
     runners: dict[str, nn.Module] = {"eager": model}
     if compile_:
         compiled = torch.compile(model)
@@ -292,6 +307,15 @@ def bench_vim_trained(work: Path, rounds: int, per_group: int = 10) -> dict:
             "output_side": side, "rows": rows}
 
 
+def inductor_cache_state() -> dict:
+    """Where torch.compile's on-disk cache is and whether it held anything: a warm cache makes ``compile_s`` seconds
+    where a cold one takes minutes."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    path = Path(cache_dir())
+    return {"dir": str(path), "held_files_at_start": path.is_dir() and any(p.is_file() for p in path.rglob("*"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="path of the JSON file to write")
@@ -299,12 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-round", type=int, default=3, help="timed passes of each backend per round (miniatures)")
     parser.add_argument("--paper-rounds", type=int, default=5, help="interleaved rounds of the 512 x 512 models")
     parser.add_argument("--only", nargs="*", default=None, choices=list(MINIATURES), help="these miniatures only")
+    parser.add_argument("--compile", nargs="+", default=list(COMPILED), choices=[*MINIATURES, "all"],
+                        help=f"miniatures to torch.compile ('all': every family; default {' '.join(COMPILED)})")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--weight-bits", type=int, default=7, choices=deploy.WEIGHT_BITS,
+                        help="bits of the int8 weights' range: 7 (reduce_range, default) or 8")
     parser.add_argument("--parts", nargs="*", default=["miniatures", "paper_models", "vim"],
                         choices=["miniatures", "paper_models", "vim"])
     args = parser.parse_args(argv)
     if min(args.rounds, args.per_round, args.paper_rounds) < 1:
         parser.error("--rounds, --per-round and --paper-rounds must be positive")
+    compiled = [] if args.no_compile else list(MINIATURES) if "all" in args.compile else \
+        [f for f in MINIATURES if f in args.compile]
 
     import onnx
     import onnxruntime
@@ -317,20 +347,22 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python scripts/deploy_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "created": datetime.date.today().isoformat(),
-        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                     "load_average_at_start": [round(v, 2) for v in load]},
         "software": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__},
         "settings": {"threads": 1, "batch": 1, "rounds": args.rounds, "per_round": args.per_round,
-                     "paper_rounds": args.paper_rounds,
-                     "compiled": [] if args.no_compile else list(COMPILED)},
+                     "paper_rounds": args.paper_rounds, "parts": list(args.parts), "weight_bits": args.weight_bits,
+                     "compiled": compiled},
     }
+    if compiled and "miniatures" in args.parts:
+        result["settings"]["inductor_cache"] = inductor_cache_state()
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         if "miniatures" in args.parts:
             families = args.only or list(MINIATURES)
             result["miniatures"] = [
-                bench_miniature(f, work, args.rounds, args.per_round, f in COMPILED and not args.no_compile)
+                bench_miniature(f, work, args.rounds, args.per_round, f in compiled, args.weight_bits)
                 for f in tqdm(families, desc="miniatures")]
         if "paper_models" in args.parts:
             result["paper_models"] = bench_paper_models(work, args.paper_rounds, 1)
