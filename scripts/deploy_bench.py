@@ -22,6 +22,10 @@ a machine that slows down slows them alike; ratios are read round by round with 
   size the phone latencies of PaddleSeg's PP-MobileSeg README were taken at (512 x 512, 150 classes, the label map:
   logits, upsample, argmax). Eager against ONNX Runtime float32; the phone's milliseconds are in ``PHONE_MS`` with
   their source, and the chapter compares ratios between models, never absolute times.
+* ``int8_full_size`` (not run by default): int8 where arithmetic, not overhead, should dominate: three full-size
+  segmenters' logits (``FULL_SIZE_INT8``, no ending: the ending stays float) at 512 x 512, float32 against the
+  three int8 graphs in ONNX Runtime. Random weights and ``FULL_SIZE_CALIBRATION`` random calibration images: the
+  times do not depend on the values, the outputs' drift from float is recorded only as a check against saturation.
 * ``vim``: the ending alone (150 x 64 x 64 logits to a 512 x 512 label map) in ONNX Runtime, interpolate-then-argmax
   against VIM, as the number of classes present changes; and on the trained PP-MobileSeg miniature's own logits.
 
@@ -93,6 +97,9 @@ PAPER_VIM_EXTRA = ("seaformer_base+vim", "pp_mobileseg_base")
 PAPER_SIDE, PAPER_CLASSES = 512, 150
 VIM = "+vim"
 VIM_PRESENT = (1, 5, 15, 50, 150)  # classes present of 150, for the ending alone
+FULL_SIZE_INT8 = ("topformer_base", "seaformer_base", "pp_mobileseg_base")
+FULL_SIZE_CALIBRATION = 4  # random images: ranges for the static graph, whose speed does not depend on them
+PARTS = ("miniatures", "paper_models", "vim", "int8_full_size")
 
 
 def sha256(path: Path) -> str:
@@ -228,6 +235,49 @@ def bench_paper_models(work: Path, rounds: int, per_round: int) -> dict:
             "phone_vim_source": PHONE_VIM_SOURCE, "phone_vim_ms": PHONE_VIM_MS, "models": rows}
 
 
+class Logits(nn.Module):
+    """A segmenter's ``forward_logits`` alone (low-resolution logits, no ending), as a module to export."""
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter.forward_logits(x)
+
+
+def bench_int8_full_size(work: Path, rounds: int, weight_bits: int) -> dict:
+    shape = (1, 3, PAPER_SIDE, PAPER_SIDE)
+    images = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(FULL_SIZE_CALIBRATION + 1)]
+    example, calibration = images[0], images[1:]
+    rows = {}
+    for name in tqdm(FULL_SIZE_INT8, desc="int8 at 512"):
+        torch.manual_seed(0)
+        kwargs = {"upsample": "interpolate"} if name.startswith("pp_mobileseg") else {}
+        model = Logits(lessons.create_model(name, num_classes=PAPER_CLASSES, **kwargs)).eval()
+        float_path = deploy.export_onnx(model, example, work / f"{name}.logits.onnx")
+        paths = {
+            "onnxruntime": float_path,
+            "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{name}.dyn.onnx", weight_bits),
+            "int8_static": deploy.quantize_conv_static(float_path, work / f"{name}.static.onnx", calibration,
+                                                       weight_bits),
+        }
+        paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{name}.both.onnx",
+                                                            weight_bits)
+        runners = {g: deploy.OnnxRuntimeModel(path) for g, path in paths.items()}
+        with torch.no_grad():
+            reference = runners["onnxruntime"](example)
+        timed = compare_latency(runners, shape, rounds=rounds, per_round=1, warmup=1)
+        backends = latency_row(timed, "onnxruntime")
+        for g, path in paths.items():
+            backends[g].update({"bytes": deploy.file_size(path), "weights_by_type": deploy.weights_by_type(path),
+                                "max_abs_diff_from_float": deploy.max_abs_diff(runners[g](example), reference)})
+        rows[name] = {"params": model_params(name, num_classes=PAPER_CLASSES),
+                      "float_output_max_abs": float(reference.abs().max()), "backends": backends}
+    return {"input_size": list(shape), "num_classes": PAPER_CLASSES, "calibration_images": FULL_SIZE_CALIBRATION,
+            "models": rows}
+
+
 def logits_with_classes(n: int, seed: int = 0) -> torch.Tensor:
     """150 x 64 x 64 random logits in which exactly ``n`` classes win some pixel (each pixel one of them, +8)."""
     g = torch.Generator().manual_seed(seed)
@@ -316,7 +366,9 @@ def inductor_cache_state() -> dict:
     return {"dir": str(path), "held_files_at_start": path.is_dir() and any(p.is_file() for p in path.rglob("*"))}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``compiled`` added: the families that will be compiled, in ``MINIATURES``' order
+    (``tests/test_deployment.py`` parses each record's command with it, to check the settings it recorded)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="path of the JSON file to write")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per model")
@@ -328,13 +380,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--weight-bits", type=int, default=7, choices=deploy.WEIGHT_BITS,
                         help="bits of the int8 weights' range: 7 (reduce_range, default) or 8")
-    parser.add_argument("--parts", nargs="*", default=["miniatures", "paper_models", "vim"],
-                        choices=["miniatures", "paper_models", "vim"])
+    parser.add_argument("--parts", nargs="*", default=["miniatures", "paper_models", "vim"], choices=PARTS)
     args = parser.parse_args(argv)
     if min(args.rounds, args.per_round, args.paper_rounds) < 1:
         parser.error("--rounds, --per-round and --paper-rounds must be positive")
-    compiled = [] if args.no_compile else list(MINIATURES) if "all" in args.compile else \
-        [f for f in MINIATURES if f in args.compile]
+    args.compiled = [] if args.no_compile else [f for f in MINIATURES if f in args.compile or "all" in args.compile]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    compiled = args.compiled
 
     import onnx
     import onnxruntime
@@ -368,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             result["paper_models"] = bench_paper_models(work, args.paper_rounds, 1)
         if "vim" in args.parts:
             result["vim"] = bench_vim(work, args.paper_rounds, 1)
+        if "int8_full_size" in args.parts:
+            result["int8_full_size"] = bench_int8_full_size(work, args.paper_rounds, args.weight_bits)
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - began, 1)
     out = Path(args.out)
