@@ -26,6 +26,10 @@ a machine that slows down slows them alike; ratios are read round by round with 
   segmenters' logits (``FULL_SIZE_INT8``, no ending: the ending stays float) at 512 x 512, float32 against the
   three int8 graphs in ONNX Runtime. Random weights and ``FULL_SIZE_CALIBRATION`` random calibration images: the
   times do not depend on the values, the outputs' drift from float is recorded only as a check against saturation.
+* ``int8_layers`` (not run by default): single convolutions (``INT8_LAYERS``: dense 1x1 and 3x3, depthwise 3x3)
+  at sizes a full-size segmenter has at 512 x 512, float32 against static int8 with 7- and with 8-bit weights, all
+  timed interleaved: which kinds of layer int8 speeds up on this CPU. Random weights and inputs (calibrated on two
+  random inputs); the drift from float is recorded.
 * ``vim``: the ending alone (150 x 64 x 64 logits to a 512 x 512 label map) in ONNX Runtime, interpolate-then-argmax
   against VIM, as the number of classes present changes; and on the trained PP-MobileSeg miniature's own logits.
 
@@ -99,7 +103,13 @@ VIM = "+vim"
 VIM_PRESENT = (1, 5, 15, 50, 150)  # classes present of 150, for the ending alone
 FULL_SIZE_INT8 = ("topformer_base", "seaformer_base", "pp_mobileseg_base")
 FULL_SIZE_CALIBRATION = 4  # random images: ranges for the static graph, whose speed does not depend on them
-PARTS = ("miniatures", "paper_models", "vim", "int8_full_size")
+# name -> (channels, side of the square map, kernel, groups): the kinds of convolution in the book's segmenters
+INT8_LAYERS: dict[str, tuple[int, int, int, int]] = {
+    "conv1x1_128ch_64px": (128, 64, 1, 1),
+    "conv3x3_64ch_64px": (64, 64, 3, 1),
+    "depthwise3x3_128ch_64px": (128, 64, 3, 128),
+}
+PARTS = ("miniatures", "paper_models", "vim", "int8_full_size", "int8_layers")
 
 
 def sha256(path: Path) -> str:
@@ -278,6 +288,31 @@ def bench_int8_full_size(work: Path, rounds: int, weight_bits: int) -> dict:
             "models": rows}
 
 
+def bench_int8_layers(work: Path, rounds: int, per_round: int) -> dict:
+    rows = {}
+    for name, (channels, side, kernel, groups) in tqdm(INT8_LAYERS.items(), desc="int8 layers"):
+        torch.manual_seed(0)
+        layer = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=groups).eval()
+        shape = (1, channels, side, side)
+        inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+        float_path = deploy.export_onnx(layer, inputs[0], work / f"{name}.onnx")
+        paths = {"onnxruntime": float_path}
+        for bits in deploy.WEIGHT_BITS:
+            paths[f"int8_static_{bits}bit"] = deploy.quantize_conv_static(float_path, work / f"{name}.{bits}.onnx",
+                                                                         inputs[1:], bits)
+        runners = {g: deploy.OnnxRuntimeModel(path) for g, path in paths.items()}
+        with torch.no_grad():
+            reference = layer(inputs[0])
+        timed = compare_latency(runners, shape, rounds=rounds, per_round=per_round, warmup=3)
+        backends = latency_row(timed, "onnxruntime")
+        for g, runner in runners.items():
+            backends[g]["max_abs_diff_from_eager"] = deploy.max_abs_diff(runner(inputs[0]), reference)
+        rows[name] = {"channels": channels, "side": side, "kernel": kernel, "groups": groups,
+                      "multiply_adds": channels * channels // groups * kernel * kernel * side * side,
+                      "eager_output_max_abs": float(reference.abs().max()), "backends": backends}
+    return {"calibration_inputs": 2, "layers": rows}
+
+
 def logits_with_classes(n: int, seed: int = 0) -> torch.Tensor:
     """150 x 64 x 64 random logits in which exactly ``n`` classes win some pixel (each pixel one of them, +8)."""
     g = torch.Generator().manual_seed(seed)
@@ -424,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             result["paper_models"] = bench_paper_models(work, args.paper_rounds, 1)
         if "vim" in args.parts:
             result["vim"] = bench_vim(work, args.paper_rounds, 1)
+        if "int8_layers" in args.parts:
+            result["int8_layers"] = bench_int8_layers(work, args.rounds, args.per_round)
         if "int8_full_size" in args.parts:
             result["int8_full_size"] = bench_int8_full_size(work, args.paper_rounds, args.weight_bits)
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
