@@ -3,14 +3,22 @@ The data behind book/deployment.ipynb.
 
     OMP_NUM_THREADS=1 python scripts/deploy_bench.py --out book/data/deployment.json
 
-    # int8 with 7- and 8-bit weights and every miniature compiled, on a CPU with VNNI (book/data/deployment_vnni*.json)
-    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts miniatures --weight-bits 7 --compile all \
-        --out book/data/deployment_vnni.json
+    # on a CPU with VNNI (book/data/deployment_vnni*.json): int8 with 7- and 8-bit weights, every miniature
+    # compiled from an empty inductor cache, int8 at full size and layer by layer
+    OMP_NUM_THREADS=1 TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python scripts/deploy_bench.py --parts miniatures \
+        --weight-bits 7 --compile all --out book/data/deployment_vnni.json
     OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts miniatures --weight-bits 8 --no-compile \
         --out book/data/deployment_vnni_8bit_weights.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts int8_full_size --weight-bits 7 \
+        --out book/data/deployment_vnni_int8_512.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts int8_full_size --weight-bits 8 \
+        --out book/data/deployment_vnni_int8_512_8bit_weights.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts int8_layers \
+        --out book/data/deployment_vnni_int8_layers.json
 
-Three parts, each timed interleaved (``lessons.measure.compare_latency``: every backend of a model once per round, so
-a machine that slows down slows them alike; ratios are read round by round with ``paired_ratio``):
+Three parts by default and two on request (``--parts``), each timed interleaved (``lessons.measure.compare_latency``:
+every backend of a model once per round, so a machine that slows down slows them alike; ratios are read round by
+round with ``paired_ratio``):
 
 * ``miniatures``: the trained miniature of every family (first seed of one variant of its experiment, committed
   under book/data/experiments/). Eager PyTorch, ``torch.compile`` (default inductor backend), ONNX Runtime float32,
