@@ -253,7 +253,7 @@ class SegmentationEnding(nn.Module):
 
 def _check_weight_bits(weight_bits: object) -> bool:
     """``reduce_range`` for ONNX Runtime's quantizers: True for 7-bit weights, False for 8."""
-    if isinstance(weight_bits, bool) or weight_bits not in WEIGHT_BITS:
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or weight_bits not in WEIGHT_BITS:
         raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, got {weight_bits!r}")
     return weight_bits == 7
 

@@ -311,7 +311,7 @@ def test_bad_input_is_refused_with_a_clear_message(tiny_graphs, tmp_path):
         deploy.quantize_conv_static(path, tmp_path / "q.onnx", tiny_graphs["x"])
     with pytest.raises(ValueError, match="different shapes"):
         deploy.max_abs_diff(torch.zeros(2), torch.zeros(3))
-    for bits in (6, True, "8"):
+    for bits in (6, True, "8", 8.0):
         with pytest.raises(ValueError, match="weight_bits must be one of"):
             deploy.quantize_linear_dynamic(path, tmp_path / "q.onnx", weight_bits=bits)
     with pytest.raises(TypeError, match="tuple of flag names"):
