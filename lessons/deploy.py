@@ -27,6 +27,9 @@ pairs of products into a 16-bit integer: 255 x 127 x 2 = 64,770 does not fit in 
 On this book's machine that moved a 1x1 convolution's output by 0.54 where rounding allows 0.03
 (``tests/test_deployment.py`` derives the bound); with 7-bit weights a pair stays below 255 x 64 x 2 = 32,640.
 ONNX Runtime's documentation recommends exactly this on such machines; a phone's ARM kernels do not need it.
+``weight_bits=8`` (``reduce_range=False``) uses all 8 bits, for CPUs whose integer dot products accumulate in 32 bits
+(VNNI, :func:`lessons.measure.cpu_flags`): whether they are then correct is measured, not assumed
+(``scripts/deploy_bench.py --weight-bits 8``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 ENDINGS = ("interpolate", "vim")
+WEIGHT_BITS = (7, 8)  # 7: reduce_range=True, safe against x86's 16-bit saturation; 8: every bit (VNNI, ARM)
 
 PathLike = str | os.PathLike
 
@@ -247,6 +251,13 @@ class SegmentationEnding(nn.Module):
         return _end(logits, self.size, self.ending)
 
 
+def _check_weight_bits(weight_bits: object) -> bool:
+    """``reduce_range`` for ONNX Runtime's quantizers: True for 7-bit weights, False for 8."""
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, got {weight_bits!r}")
+    return weight_bits == 7
+
+
 def _pre_processed(src: Path, work: Path) -> Path:
     """ONNX Runtime's recommended step before quantization: shape inference and graph optimization (BatchNorms
     folded into the convolutions, so that the quantized weights are the folded ones)."""
@@ -257,27 +268,30 @@ def _pre_processed(src: Path, work: Path) -> Path:
     return out
 
 
-def quantize_linear_dynamic(src: PathLike, dst: PathLike) -> Path:
+def quantize_linear_dynamic(src: PathLike, dst: PathLike, weight_bits: int = 7) -> Path:
     """int8 weights for the matrix multiplies (``MatMul``, ``Gemm``), activations quantized on the fly: dynamic
     post-training quantization, no calibration. Other operators (convolutions, norms, softmax) stay float32.
-    Weights use 7 of their 8 bits (see the module's docstring: x86 saturation)."""
+    Weights use 7 of their 8 bits by default (see the module's docstring: x86 saturation)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    reduce_range = _check_weight_bits(weight_bits)
     src, dst = _check_onnx_path(src, must_exist=True), _check_onnx_path(dst, must_exist=False)
     with tempfile.TemporaryDirectory() as work:
         quantize_dynamic(_pre_processed(src, Path(work)), dst, op_types_to_quantize=["MatMul", "Gemm"],
-                         weight_type=QuantType.QInt8, reduce_range=True)
+                         weight_type=QuantType.QInt8, reduce_range=reduce_range)
     _strip_debug_info(dst)
     return dst
 
 
-def quantize_conv_static(src: PathLike, dst: PathLike, calibration: Sequence[torch.Tensor]) -> Path:
+def quantize_conv_static(src: PathLike, dst: PathLike, calibration: Sequence[torch.Tensor],
+                         weight_bits: int = 7) -> Path:
     """int8 convolutions with static post-training quantization (QDQ): activation ranges measured on the
-    ``calibration`` batches (min-max), unsigned 8-bit activations and signed weights (7 of 8 bits used, see the
-    module's docstring) with one scale per output channel (ONNX Runtime's recommended pairing on x86). Other
-    operators stay float32."""
+    ``calibration`` batches (min-max), unsigned 8-bit activations and signed weights (by default 7 of 8 bits used,
+    see the module's docstring) with one scale per output channel (ONNX Runtime's recommended pairing on x86).
+    Other operators stay float32."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    reduce_range = _check_weight_bits(weight_bits)
     src, dst = _check_onnx_path(src, must_exist=True), _check_onnx_path(dst, must_exist=False)
     if isinstance(calibration, torch.Tensor):
         raise TypeError("calibration must be a sequence of image batches (a list of [B, C, H, W] tensors)")
@@ -285,7 +299,7 @@ def quantize_conv_static(src: PathLike, dst: PathLike, calibration: Sequence[tor
     reader = ImageCalibrationReader(input_name, calibration)
     with tempfile.TemporaryDirectory() as work:
         quantize_static(_pre_processed(src, Path(work)), dst, reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv"], per_channel=True, reduce_range=True,
+                        op_types_to_quantize=["Conv"], per_channel=True, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     _strip_debug_info(dst)
     return dst

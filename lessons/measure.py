@@ -555,3 +555,28 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+# x86 features that decide how ONNX Runtime's int8 kernels multiply uint8 by int8 (lessons.deploy's docstring):
+# without VNNI, pairs of products are summed into 16 bits (VPMADDUBSW) and can saturate; with AVX512-VNNI or
+# AVX-VNNI they go straight into 32 bits (VPDPBUSD); AMX multiplies int8 tiles. asimddp is ARM's int8 dot product.
+INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def cpu_flags(names: tuple[str, ...] = INT8_CPU_FLAGS) -> dict[str, bool]:
+    """Whether the CPU reports each feature flag in ``names`` (Linux's /proc/cpuinfo ``flags``, ARM's
+    ``Features``), for benchmark records; an empty dict where /proc/cpuinfo cannot be read."""
+    from pathlib import Path
+
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names must be a tuple of flag names, got {names!r}")
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    present: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present.update(value.split())
+    return {name: name in present for name in names}

@@ -3,8 +3,22 @@ The data behind book/deployment.ipynb.
 
     OMP_NUM_THREADS=1 python scripts/deploy_bench.py --out book/data/deployment.json
 
-Three parts, each timed interleaved (``lessons.measure.compare_latency``: every backend of a model once per round, so
-a machine that slows down slows them alike; ratios are read round by round with ``paired_ratio``):
+    # on a CPU with VNNI (book/data/deployment_vnni*.json): int8 with 7- and 8-bit weights, every miniature
+    # compiled from an empty inductor cache, int8 at full size and layer by layer
+    OMP_NUM_THREADS=1 TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python scripts/deploy_bench.py --parts miniatures \
+        --weight-bits 7 --compile all --out book/data/deployment_vnni.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts miniatures --weight-bits 8 --no-compile \
+        --out book/data/deployment_vnni_8bit_weights.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts int8_full_size --weight-bits 7 \
+        --out book/data/deployment_vnni_int8_512.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts int8_full_size --weight-bits 8 \
+        --out book/data/deployment_vnni_int8_512_8bit_weights.json
+    OMP_NUM_THREADS=1 python scripts/deploy_bench.py --parts int8_layers \
+        --out book/data/deployment_vnni_int8_layers.json
+
+Three parts by default and two on request (``--parts``), each timed interleaved (``lessons.measure.compare_latency``:
+every backend of a model once per round, so a machine that slows down slows them alike; ratios are read round by
+round with ``paired_ratio``):
 
 * ``miniatures``: the trained miniature of every family (first seed of one variant of its experiment, committed
   under book/data/experiments/). Eager PyTorch, ``torch.compile`` (default inductor backend), ONNX Runtime float32,
@@ -16,12 +30,26 @@ a machine that slows down slows them alike; ratios are read round by round with 
   size the phone latencies of PaddleSeg's PP-MobileSeg README were taken at (512 x 512, 150 classes, the label map:
   logits, upsample, argmax). Eager against ONNX Runtime float32; the phone's milliseconds are in ``PHONE_MS`` with
   their source, and the chapter compares ratios between models, never absolute times.
+* ``int8_full_size`` (not run by default): int8 where arithmetic, not overhead, should dominate: three full-size
+  segmenters' logits (``FULL_SIZE_INT8``, no ending: the ending stays float) at 512 x 512, float32 against the
+  three int8 graphs in ONNX Runtime. Random weights and ``FULL_SIZE_CALIBRATION`` random calibration images: the
+  times do not depend on the values, the outputs' drift from float is recorded only as a check against saturation.
+* ``int8_layers`` (not run by default): single convolutions (``INT8_LAYERS``: dense 1x1 and 3x3, depthwise 3x3)
+  at sizes a full-size segmenter has at 512 x 512, float32 against static int8 with 7- and with 8-bit weights, all
+  timed interleaved: which kinds of layer int8 speeds up on this CPU. Random weights and inputs (calibrated on two
+  random inputs); the drift from float is recorded.
 * ``vim``: the ending alone (150 x 64 x 64 logits to a 512 x 512 label map) in ONNX Runtime, interpolate-then-argmax
   against VIM, as the number of classes present changes; and on the trained PP-MobileSeg miniature's own logits.
 
-Only two miniatures are compiled (``COMPILED``: MobileViT's and TopFormer's, one classifier and one segmenter):
-``torch.compile`` took about four minutes for the micro MobileViT alone on this machine, so compiling all six and the
-full-size models would triple the run; the question (does compiling pay at batch 1 on one core?) is asked of two.
+By default two miniatures are compiled (``COMPILED``: MobileViT's and TopFormer's, one classifier and one
+segmenter): a cold ``torch.compile`` took about four minutes for the micro MobileViT alone on the first machine, so
+compiling all six would have tripled that run. ``--compile all`` (or a list of families) compiles more; the time of
+each first compiled call is recorded as ``compile_s``, and whether inductor's on-disk cache held anything at the
+start, since a warm cache turns minutes into seconds.
+
+``--weight-bits`` picks int8's weight range (``lessons.deploy``: 7 bits by default, against the 16-bit saturation
+of x86 CPUs without VNNI; 8 where the CPU accumulates in 32 bits). The CPU's int8-relevant feature flags
+(``lessons.measure.cpu_flags``: VNNI, AMX) are recorded with the machine.
 Every timed sample is kept. The checkpoints' SHA-256 and the models' parameter counts are recorded beside the
 numbers; ``tests/test_deployment.py`` fails when they no longer match the code (run this script again then).
 """
@@ -48,7 +76,7 @@ from lessons import deploy
 from lessons import pp_mobileseg as pms
 from lessons.experiments import EXPERIMENTS, ROOT, load_trained, results_path
 from lessons.data import make_datasets
-from lessons.measure import compare_latency, cpu_name, model_params, paired_ratio
+from lessons.measure import compare_latency, cpu_flags, cpu_name, model_params, paired_ratio
 from lessons.train import _normalise, confusion_matrix, segmentation_metrics
 
 # family -> (experiment, variant): the trained miniature of each family (first seed, committed checkpoint)
@@ -81,6 +109,15 @@ PAPER_VIM_EXTRA = ("seaformer_base+vim", "pp_mobileseg_base")
 PAPER_SIDE, PAPER_CLASSES = 512, 150
 VIM = "+vim"
 VIM_PRESENT = (1, 5, 15, 50, 150)  # classes present of 150, for the ending alone
+FULL_SIZE_INT8 = ("topformer_base", "seaformer_base", "pp_mobileseg_base")
+FULL_SIZE_CALIBRATION = 4  # random images: ranges for the static graph, whose speed does not depend on them
+# name -> (channels, side of the square map, kernel, groups): the kinds of convolution in the book's segmenters
+INT8_LAYERS: dict[str, tuple[int, int, int, int]] = {
+    "conv1x1_128ch_64px": (128, 64, 1, 1),
+    "conv3x3_64ch_64px": (64, 64, 3, 1),
+    "depthwise3x3_128ch_64px": (128, 64, 3, 128),
+}
+PARTS = ("miniatures", "paper_models", "vim", "int8_full_size", "int8_layers")
 
 
 def sha256(path: Path) -> str:
@@ -125,7 +162,8 @@ def latency_row(timed: dict, reference: str) -> dict:
     return out
 
 
-def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compile_: bool) -> dict:
+def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compile_: bool,
+                    weight_bits: int = 7) -> dict:
     experiment, variant = MINIATURES[family]
     exp = EXPERIMENTS[experiment]
     task = exp.recipe.task
@@ -140,10 +178,12 @@ def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compil
     calibration = [_normalise(train_set.batch([i])[0], train_set) for i in range(CALIBRATION_IMAGES)]
     paths = {
         "onnxruntime": float_path,
-        "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{family}.dyn.onnx"),
-        "int8_static": deploy.quantize_conv_static(float_path, work / f"{family}.static.onnx", calibration),
+        "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{family}.dyn.onnx", weight_bits),
+        "int8_static": deploy.quantize_conv_static(float_path, work / f"{family}.static.onnx", calibration,
+                                                   weight_bits),
     }
-    paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{family}.both.onnx")
+    paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{family}.both.onnx",
+                                                        weight_bits)
     runners: dict[str, nn.Module] = {"eager": model}
     if compile_:
         compiled = torch.compile(model)
@@ -211,6 +251,74 @@ def bench_paper_models(work: Path, rounds: int, per_round: int) -> dict:
                                    "samples_ms": [round(t, 3) for t in latency.samples_ms]}
     return {"input_size": list(shape), "num_classes": PAPER_CLASSES, "phone_source": PHONE_SOURCE,
             "phone_vim_source": PHONE_VIM_SOURCE, "phone_vim_ms": PHONE_VIM_MS, "models": rows}
+
+
+class Logits(nn.Module):
+    """A segmenter's ``forward_logits`` alone (low-resolution logits, no ending), as a module to export."""
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter.forward_logits(x)
+
+
+def bench_int8_full_size(work: Path, rounds: int, weight_bits: int) -> dict:
+    shape = (1, 3, PAPER_SIDE, PAPER_SIDE)
+    images = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(FULL_SIZE_CALIBRATION + 1)]
+    example, calibration = images[0], images[1:]
+    rows = {}
+    for name in tqdm(FULL_SIZE_INT8, desc="int8 at 512"):
+        torch.manual_seed(0)
+        kwargs = {"upsample": "interpolate"} if name.startswith("pp_mobileseg") else {}
+        model = Logits(lessons.create_model(name, num_classes=PAPER_CLASSES, **kwargs)).eval()
+        float_path = deploy.export_onnx(model, example, work / f"{name}.logits.onnx")
+        paths = {
+            "onnxruntime": float_path,
+            "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{name}.dyn.onnx", weight_bits),
+            "int8_static": deploy.quantize_conv_static(float_path, work / f"{name}.static.onnx", calibration,
+                                                       weight_bits),
+        }
+        paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{name}.both.onnx",
+                                                            weight_bits)
+        runners = {g: deploy.OnnxRuntimeModel(path) for g, path in paths.items()}
+        with torch.no_grad():
+            reference = runners["onnxruntime"](example)
+        timed = compare_latency(runners, shape, rounds=rounds, per_round=1, warmup=1)
+        backends = latency_row(timed, "onnxruntime")
+        for g, path in paths.items():
+            backends[g].update({"bytes": deploy.file_size(path), "weights_by_type": deploy.weights_by_type(path),
+                                "max_abs_diff_from_float": deploy.max_abs_diff(runners[g](example), reference)})
+        rows[name] = {"params": model_params(name, num_classes=PAPER_CLASSES),
+                      "float_output_max_abs": float(reference.abs().max()), "backends": backends}
+    return {"input_size": list(shape), "num_classes": PAPER_CLASSES, "calibration_images": FULL_SIZE_CALIBRATION,
+            "models": rows}
+
+
+def bench_int8_layers(work: Path, rounds: int, per_round: int) -> dict:
+    rows = {}
+    for name, (channels, side, kernel, groups) in tqdm(INT8_LAYERS.items(), desc="int8 layers"):
+        torch.manual_seed(0)
+        layer = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=groups).eval()
+        shape = (1, channels, side, side)
+        inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+        float_path = deploy.export_onnx(layer, inputs[0], work / f"{name}.onnx")
+        paths = {"onnxruntime": float_path}
+        for bits in deploy.WEIGHT_BITS:
+            paths[f"int8_static_{bits}bit"] = deploy.quantize_conv_static(float_path, work / f"{name}.{bits}.onnx",
+                                                                         inputs[1:], bits)
+        runners = {g: deploy.OnnxRuntimeModel(path) for g, path in paths.items()}
+        with torch.no_grad():
+            reference = layer(inputs[0])
+        timed = compare_latency(runners, shape, rounds=rounds, per_round=per_round, warmup=3)
+        backends = latency_row(timed, "onnxruntime")
+        for g, runner in runners.items():
+            backends[g]["max_abs_diff_from_eager"] = deploy.max_abs_diff(runner(inputs[0]), reference)
+        rows[name] = {"channels": channels, "side": side, "kernel": kernel, "groups": groups,
+                      "multiply_adds": channels * channels // groups * kernel * kernel * side * side,
+                      "eager_output_max_abs": float(reference.abs().max()), "backends": backends}
+    return {"calibration_inputs": 2, "layers": rows}
 
 
 def logits_with_classes(n: int, seed: int = 0) -> torch.Tensor:
@@ -292,19 +400,40 @@ def bench_vim_trained(work: Path, rounds: int, per_group: int = 10) -> dict:
             "output_side": side, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
+def inductor_cache_state() -> dict:
+    """Where torch.compile's on-disk cache is and whether it held anything: a warm cache makes ``compile_s`` seconds
+    where a cold one takes minutes."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    path = Path(cache_dir())
+    return {"dir": str(path), "held_files_at_start": path.is_dir() and any(p.is_file() for p in path.rglob("*"))}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``compiled`` added: the families that will be compiled, in ``MINIATURES``' order
+    (``tests/test_deployment.py`` parses each record's command with it, to check the settings it recorded)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="path of the JSON file to write")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per model")
     parser.add_argument("--per-round", type=int, default=3, help="timed passes of each backend per round (miniatures)")
     parser.add_argument("--paper-rounds", type=int, default=5, help="interleaved rounds of the 512 x 512 models")
     parser.add_argument("--only", nargs="*", default=None, choices=list(MINIATURES), help="these miniatures only")
+    parser.add_argument("--compile", nargs="+", default=list(COMPILED), choices=[*MINIATURES, "all"],
+                        help=f"miniatures to torch.compile ('all': every family; default {' '.join(COMPILED)})")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument("--parts", nargs="*", default=["miniatures", "paper_models", "vim"],
-                        choices=["miniatures", "paper_models", "vim"])
+    parser.add_argument("--weight-bits", type=int, default=7, choices=deploy.WEIGHT_BITS,
+                        help="bits of the int8 weights' range: 7 (reduce_range, default) or 8")
+    parser.add_argument("--parts", nargs="*", default=["miniatures", "paper_models", "vim"], choices=PARTS)
     args = parser.parse_args(argv)
     if min(args.rounds, args.per_round, args.paper_rounds) < 1:
         parser.error("--rounds, --per-round and --paper-rounds must be positive")
+    args.compiled = [] if args.no_compile else [f for f in MINIATURES if f in args.compile or "all" in args.compile]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    compiled = args.compiled
 
     import onnx
     import onnxruntime
@@ -317,25 +446,31 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python scripts/deploy_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "created": datetime.date.today().isoformat(),
-        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
                     "load_average_at_start": [round(v, 2) for v in load]},
         "software": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__},
         "settings": {"threads": 1, "batch": 1, "rounds": args.rounds, "per_round": args.per_round,
-                     "paper_rounds": args.paper_rounds,
-                     "compiled": [] if args.no_compile else list(COMPILED)},
+                     "paper_rounds": args.paper_rounds, "parts": list(args.parts), "weight_bits": args.weight_bits,
+                     "compiled": compiled},
     }
+    if compiled and "miniatures" in args.parts:
+        result["settings"]["inductor_cache"] = inductor_cache_state()
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         if "miniatures" in args.parts:
             families = args.only or list(MINIATURES)
             result["miniatures"] = [
-                bench_miniature(f, work, args.rounds, args.per_round, f in COMPILED and not args.no_compile)
+                bench_miniature(f, work, args.rounds, args.per_round, f in compiled, args.weight_bits)
                 for f in tqdm(families, desc="miniatures")]
         if "paper_models" in args.parts:
             result["paper_models"] = bench_paper_models(work, args.paper_rounds, 1)
         if "vim" in args.parts:
             result["vim"] = bench_vim(work, args.paper_rounds, 1)
+        if "int8_layers" in args.parts:
+            result["int8_layers"] = bench_int8_layers(work, args.rounds, args.per_round)
+        if "int8_full_size" in args.parts:
+            result["int8_full_size"] = bench_int8_full_size(work, args.paper_rounds, args.weight_bits)
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     result["wall_s"] = round(time.perf_counter() - began, 1)
     out = Path(args.out)
