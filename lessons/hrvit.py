@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -70,84 +71,102 @@ def stripe_heads(channels: int, head_dim: int) -> tuple[int, int]:
     return channels // head_dim, head_dim
 
 
-def stripe_padding(rows: int, window: int) -> tuple[int, int]:
-    """(number of stripes, zero rows to append): ``rows`` rows cut into stripes of ``window`` rows, the last one
-    completed with zeros. ``rows`` may be a symbolic size (torch.export, torch.compile), and then so are both."""
-    stripes = (rows + window - 1) // window
-    return stripes, stripes * window - rows
+class StripeLayout(NamedTuple):
+    """How one direction's map ``[B, H, W, ...]`` is cut into stripes (sizes symbolic under torch.export).
 
-
-def may_need_padding(pad: int, window: int) -> bool:
-    """Whether the stripes are padded (and their padded keys masked).
-
-    Eagerly, only when ``pad > 0``. A stripe of one row never needs any (decided from the config, so no exported
-    graph carries padding for the 1/4 branch). Otherwise, under torch.export, torch.compile with dynamic shapes and
-    torch.jit.trace the padding is *always* applied: for a map that needs none it pads nothing and adds a mask of
-    zeros, the same numbers. A branch on ``pad > 0`` would tie the graph to the example's side (torch.export would
-    add a guard, and a map of 14 rows at a 224-pixel input would be refused by a graph exported at 64 x 96).
+    ``rows`` are the map's rows for horizontal stripes (its columns for vertical ones), ``cols`` the tokens across
+    one row of a stripe; ``count`` stripes of ``window`` rows, the last completed with ``pad`` zero rows.
+    Computed once per direction, so an exported graph computes the stripe count and padding once, too.
     """
-    if window == 1:
-        return False
-    return not isinstance(pad, int) or pad > 0 or torch.jit.is_tracing()
+
+    batch: int
+    rows: int
+    cols: int
+    window: int
+    count: int
+    pad: int
+    padded: bool  # whether the graph pads and masks (see stripe_layout)
+    horizontal: bool
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in one stripe: window x cols."""
+        return self.window * self.cols
 
 
-def split_into_stripes(maps: torch.Tensor, window: int, heads: int, horizontal: bool) -> torch.Tensor:
-    """Maps ``[B, H, W, P, c]`` of P projections (q and v, or q, k and v) -> ``[P, B*stripes*heads, window*L, c/heads]``.
+def stripe_layout(batch: int, size: Size, window: int, horizontal: bool) -> StripeLayout:
+    """The :class:`StripeLayout` of a ``size = (H, W)`` map for stripes of ``window`` rows (columns if vertical).
 
-    Horizontal stripes are ``window`` rows by the full width W (L = W), tokens row after row; vertical stripes are
-    ``window`` columns by the full height (L = H), tokens column after column: the horizontal stripes of the
-    transposed map, as the official code lays them out. One padding and one copy serve all P projections and every
-    head.
-
-    The number of stripes never stands alone as a dimension, always merged with the batch (``B*stripes``): under
-    torch.export a dimension that may be 1 (one stripe, e.g. the 1/32 map of a 224-pixel input) makes every
-    contiguity check of a tensor holding it add a guard that it is not 1, which would refuse small inputs.
-    """
-    batch, height, width, parts, chs = maps.shape
-    if not horizontal:
-        maps = maps.transpose(1, 2)  # [B, W, H, P, c]: vertical stripes are the horizontal stripes of the transpose
-    rows, cols = maps.shape[1], maps.shape[2]
-    stripes, pad = stripe_padding(rows, window)
-    if may_need_padding(pad, window):
-        maps = F.pad(maps, (0, 0, 0, 0, 0, 0, 0, pad))  # zero rows at the bottom (columns at the right if vertical)
-    dim = chs // heads
-    # [B*rows, L, P, c] -> [B*stripes, window, L, P, heads, dim] -> [P, B*stripes, heads, window, L, dim]: one merge,
-    # then one split (a single reshape from [B, rows, ...] would ask whether B*stripes equals B, i.e. one stripe)
-    maps = maps.reshape(batch * (rows + pad), cols, parts, chs)
-    maps = maps.view(batch * stripes, window, cols, parts, heads, dim).permute(3, 0, 4, 1, 2, 5)
-    return maps.reshape(parts, batch * stripes * heads, window * cols, dim)
-
-
-def merge_stripes(out: torch.Tensor, batch: int, size: Size, window: int, heads: int, horizontal: bool) -> torch.Tensor:
-    """The inverse of :func:`split_into_stripes` for one projection: ``[B*stripes*heads, window*L, dim]`` -> map
-    ``[B, H, W, heads*dim]``, the padded rows (columns) cropped.
-
-    The crop is an ``index_select`` of the real rows where the padding may be present under export: a slice of the
-    padded map would be a view whose contiguity depends on whether there is padding, a question torch.export answers
-    with a guard (a graph exported at a size that pads would refuse one that does not).
+    Whether to pad: eagerly, only when the rows are not a multiple of ``window``. A stripe of one row never needs
+    padding (decided from the config, so no exported graph pads the 1/4 branch). Otherwise, under torch.export,
+    torch.compile with dynamic shapes and torch.jit.trace, the padding and the mask are *always* in the graph: for a
+    map that needs none they pad nothing and add zeros, the same numbers. A branch on ``pad > 0`` would tie the graph
+    to the example's size (torch.export added a guard, so a graph exported at 64 x 96 refused 224 x 224, whose 1/16
+    map of 14 rows tiles into stripes of 7).
     """
     height, width = size
     rows, cols = (height, width) if horizontal else (width, height)
-    stripes, pad = stripe_padding(rows, window)
-    dim = out.shape[-1]
-    # [B*stripes, heads, window, L, dim] -> [B*stripes, window, L, heads, dim] -> [B, stripes*window, L, heads*dim]
-    out = out.view(batch * stripes, heads, window, cols, dim).permute(0, 2, 3, 1, 4)
-    out = out.reshape(batch * stripes * window, cols, heads * dim).view(batch, stripes * window, cols, heads * dim)
-    if may_need_padding(pad, window):
-        out = out.index_select(1, torch.arange(rows, device=out.device))
-    return out if horizontal else out.transpose(1, 2)
+    count = (rows + window - 1) // window
+    pad = count * window - rows
+    padded = window > 1 and (not isinstance(pad, int) or pad > 0 or torch.jit.is_tracing())
+    return StripeLayout(batch, rows, cols, window, count, pad, padded, horizontal)
 
 
-def padded_key_logits(batch: int, rows: int, cols: int, window: int, like: torch.Tensor) -> torch.Tensor:
-    """``[B*stripes, 1, window*cols]``: ``PAD_LOGIT`` for every key in a padded row, 0 for the others.
+def split_into_stripes(maps: torch.Tensor, layout: StripeLayout, heads: int) -> torch.Tensor:
+    """Maps ``[B, H, W, P, c]`` of P projections (q and v, or q, k and v) -> ``[P, B*stripes*heads, tokens, c/heads]``.
 
-    A key's index in the padded map is row * cols + column, so the padded keys are exactly those from
-    ``rows * cols`` on (all in the last stripe): zeros for the real keys, padded with ``PAD_LOGIT`` as the map was
-    padded with zeros. The mask is the same for every column, head and query.
+    Horizontal stripes are ``window`` rows by the full width, tokens row after row; vertical stripes are ``window``
+    columns by the full height, tokens column after column: the horizontal stripes of the transposed map, as the
+    official code lays them out. One padding and one copy serve all P projections and every head.
+
+    The number of stripes never stands alone as a dimension, always merged with the batch (``B*stripes``): under
+    torch.export a dimension that may be 1 (one stripe: the 1/32 map of a 224-pixel input) makes the contiguity
+    checks of every tensor that holds it add a guard that it is not 1, which would refuse such inputs. For the same
+    reason ``[B, rows, ...]`` becomes ``[B*stripes, window, ...]`` by a merge then a split, never in one reshape.
     """
-    stripes, pad = stripe_padding(rows, window)
-    mask = F.pad(like.new_zeros(batch, rows * cols), (0, pad * cols), value=PAD_LOGIT)
-    return mask.flatten().view(batch * stripes, 1, window * cols)  # merge, then split: see split_into_stripes
+    batch, rows, cols, window, count, pad = layout[:6]
+    parts, chs = maps.shape[-2:]
+    if not layout.horizontal:
+        maps = maps.transpose(1, 2)  # [B, W, H, P, c]: vertical stripes are the horizontal stripes of the transpose
+    if layout.padded:
+        maps = F.pad(maps, (0, 0, 0, 0, 0, 0, 0, pad))  # zero rows at the bottom (columns at the right if vertical)
+    maps = maps.reshape(batch * count * window, cols, parts, chs)
+    # [B*stripes, window, cols, P, heads, dim] -> [P, B*stripes, heads, window, cols, dim]: one attention per row
+    maps = maps.view(batch * count, window, cols, parts, heads, chs // heads).permute(3, 0, 4, 1, 2, 5)
+    return maps.reshape(parts, batch * count * heads, layout.tokens, chs // heads)
+
+
+def merge_stripes(out: torch.Tensor, layout: StripeLayout, heads: int) -> torch.Tensor:
+    """The inverse of :func:`split_into_stripes` for one projection: ``[B*stripes*heads, tokens, dim]`` -> map
+    ``[B, H, W, heads*dim]``, the padded rows (columns) cropped.
+
+    The crop is an ``index_select`` of the real rows: a slice of the padded map would be a view whose contiguity
+    depends on whether there is padding, a question torch.export answers with a guard.
+    """
+    batch, rows, cols, window, count, pad = layout[:6]
+    dim = out.shape[-1]
+    # [B*stripes, heads, window, cols, dim] -> [B*stripes, window, cols, heads, dim] -> [B, stripes*window, cols, c]
+    out = out.view(batch * count, heads, window, cols, dim).permute(0, 2, 3, 1, 4)
+    out = out.reshape(batch * count * window, cols, heads * dim).view(batch, count * window, cols, heads * dim)
+    if layout.padded:
+        out = out.index_select(1, torch.arange(rows, device=out.device))
+    return out if layout.horizontal else out.transpose(1, 2)
+
+
+def padded_key_logits(layout: StripeLayout, heads: int, like: torch.Tensor) -> torch.Tensor:
+    """``[B*stripes*heads, 1, tokens]``: ``PAD_LOGIT`` for every key in a padded row, 0 for the others, in the layout
+    of the attention logits ``[B*stripes*heads, tokens, tokens]``.
+
+    Key j of stripe s sits at s * tokens + j in the padded map (row after row), so it is padding exactly when that
+    index reaches ``rows * cols``: only in the last stripe. Computed from two ``arange`` and no reshape, and added to
+    the logits without reshaping them: a view of the logits, whose sizes are squares of the stripe's, was the
+    costliest shape question torch.export asked here.
+    """
+    batch, rows, cols, _, count, _ = layout[:6]
+    stripe = torch.arange(batch * count * heads, device=like.device) // heads % count  # B*stripes*heads, heads inner
+    key = torch.arange(layout.tokens, device=like.device)
+    padding = stripe.view(-1, 1, 1) * layout.tokens + key >= rows * cols
+    return padding.to(like.dtype) * PAD_LOGIT
 
 
 def attend_in_stripes(maps: torch.Tensor, window: int, head_dim: int, horizontal: bool = True) -> torch.Tensor:
@@ -164,17 +183,14 @@ def attend_in_stripes(maps: torch.Tensor, window: int, head_dim: int, horizontal
     if parts not in (2, 3):
         raise ValueError(f"expected 2 (q, shared k = v) or 3 (q, k, v) projections, got {parts}")
     heads, dim = stripe_heads(chs, head_dim)
-    stripes = split_into_stripes(maps, window, heads, horizontal)
+    layout = stripe_layout(batch, (height, width), window, horizontal)
+    stripes = split_into_stripes(maps, layout, heads)
     q, k, v = stripes[0], stripes[1], stripes[-1]  # P = 2: k is v
     logits = torch.bmm(q * dim**-0.5, k.transpose(1, 2))
-    rows, cols = (height, width) if horizontal else (width, height)
-    n_stripes, pad = stripe_padding(rows, window)
-    if may_need_padding(pad, window):
-        mask = padded_key_logits(batch, rows, cols, window, logits)  # [B*stripes, 1, L]
-        tokens = window * cols
-        logits = (logits.view(batch * n_stripes, heads * tokens, tokens) + mask).view(-1, tokens, tokens)
+    if layout.padded:
+        logits = logits + padded_key_logits(layout, heads, logits)
     out = torch.bmm(logits.softmax(dim=-1), v)
-    return merge_stripes(out, batch, (height, width), window, heads, horizontal)
+    return merge_stripes(out, layout, heads)
 
 
 def stripe_attention(
