@@ -163,7 +163,8 @@ def padded_key_logits(layout: StripeLayout, heads: int, like: torch.Tensor) -> t
     costliest shape question torch.export asked here.
     """
     batch, rows, cols, _, count, _ = layout[:6]
-    stripe = torch.arange(batch * count * heads, device=like.device) // heads % count  # B*stripes*heads, heads inner
+    image_stripe = torch.arange(batch * count * heads, device=like.device) // heads  # B*stripes*heads, heads inner
+    stripe = image_stripe - image_stripe // count * count  # "% count", which the ONNX exporter cannot take symbolic
     key = torch.arange(layout.tokens, device=like.device)
     padding = stripe.view(-1, 1, 1) * layout.tokens + key >= rows * cols
     return padding.to(like.dtype) * PAD_LOGIT
@@ -275,9 +276,8 @@ class CrossShapedAttention(nn.Module):
         horizontal = attend_in_stripes(maps[..., 0, :], self.window, self.head_dim, horizontal=True)
         vertical = attend_in_stripes(maps[..., 1, :], self.window, self.head_dim, horizontal=False)
         out = torch.cat([horizontal, vertical], dim=-1).view(batch, tokens, self.dim)
-        if self.parallel_conv is not None:  # "embedded inverted residual" path on V
-            v = qkv[..., -self.dim:]
-            v_map = v.transpose(1, 2).reshape(batch, self.dim, height, width)
+        if self.parallel_conv is not None:  # "embedded inverted residual" path on V: [B, H, W, 2, C/2] -> [B, C, H, W]
+            v_map = maps[:, :, :, -1].permute(0, 3, 4, 1, 2).reshape(batch, self.dim, height, width)
             out = out + self.parallel_conv(v_map).flatten(2).transpose(1, 2)
         out = self.proj_drop(self.proj(self.act(out)))
         if self.norm is not None:  # BatchNorm1d over all B*N tokens
