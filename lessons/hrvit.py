@@ -101,8 +101,8 @@ def stripe_layout(batch: int, size: Size, window: int, horizontal: bool) -> Stri
     padding (decided from the config, so no exported graph pads the 1/4 branch). Otherwise, under torch.export,
     torch.compile with dynamic shapes and torch.jit.trace, the padding and the mask are *always* in the graph: for a
     map that needs none they pad nothing and add zeros, the same numbers. A branch on ``pad > 0`` would tie the graph
-    to the example's size (torch.export added a guard, so a graph exported at 64 x 96 refused 224 x 224, whose 1/16
-    map of 14 rows tiles into stripes of 7).
+    to the example's size: torch.export added a guard, and a program exported at 256 x 320 refused 224 x 224, whose
+    1/16 map of 14 rows tiles into stripes of 7.
     """
     height, width = size
     rows, cols = (height, width) if horizontal else (width, height)

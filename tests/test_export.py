@@ -58,11 +58,13 @@ FIXED_SIZE = {"metaformer_pppf_s12", "metaformer_ppff_s12", "metaformer_pppa_s12
 # HRViT's sides must be multiples of 32 (its fusion layers upsample the 1/32 branch onto the finer ones), so its dynamic
 # height and width are 32 x a Dim. Its stripe attention pads the 1/16 and 1/32 maps to multiples of the stripe width 7
 # where they need it (64 x 96: maps of 4 x 6 and 2 x 3) and not where they do not (224: 14 and 7); under export the
-# padding is always in the graph, padding nothing where nothing is needed, so one program serves both (see
-# lessons.hrvit.may_need_padding). Before that (until 2026-12-06) the exported program carried guards that the stripes
-# needed padding and that there were at least two of them, and symbolic-shape reasoning took minutes: HRViT exported
-# with a dynamic batch at a fixed size only. HRViT-b1's dynamic export takes ~30 s on this two-core machine, so CI
-# exports a one-block-per-branch HRViT with b1's stripe widths (``tiny_hrvit``) and the sweep exports b1, b2 and b3.
+# padding is always in the graph, padding nothing where nothing is needed (lessons.hrvit.stripe_layout), so one
+# program serves both. Until 2026-12-06 HRViT exported with a dynamic batch at a fixed size only: with a dynamic size
+# its program carried guards that the stripes needed padding and that there were two or more of them (exported at
+# 256 x 320 it refused 224 x 224, 64 x 96 and 96 x 64), from a branch on the padding, a slice of the padded map and
+# views that held the stripe count as a dimension of its own. A dynamic export takes ~30 s for HRViT-b1 on this
+# two-core machine and ~12 s for ``tiny_hrvit``, one block per branch with b1's stripe widths: CI exports that one
+# (the time goes to the symbolic sizes of each branch, hardly to the depth); the sweep exports b1, b2 and b3.
 HRVIT = [n for n in EVERY_SEGMENTER if lessons.model_info(n).family == "hrvit"]
 
 one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_for_the_module)
