@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -70,67 +71,153 @@ def stripe_heads(channels: int, head_dim: int) -> tuple[int, int]:
     return channels // head_dim, head_dim
 
 
+class StripeLayout(NamedTuple):
+    """How one direction's map ``[B, H, W, ...]`` is cut into stripes (sizes symbolic under torch.export).
+
+    ``rows`` are the map's rows for horizontal stripes (its columns for vertical ones), ``cols`` the tokens across
+    one row of a stripe; ``count`` stripes of ``window`` rows, the last completed with ``pad`` zero rows.
+    Computed once per direction, so an exported graph computes the stripe count and padding once, too.
+    """
+
+    batch: int
+    rows: int
+    cols: int
+    window: int
+    count: int
+    pad: int
+    padded: bool  # whether the graph pads and masks (see stripe_layout)
+    horizontal: bool
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in one stripe: window x cols."""
+        return self.window * self.cols
+
+
+def stripe_layout(batch: int, size: Size, window: int, horizontal: bool) -> StripeLayout:
+    """The :class:`StripeLayout` of a ``size = (H, W)`` map for stripes of ``window`` rows (columns if vertical).
+
+    Whether to pad: eagerly, only when the rows are not a multiple of ``window``. A stripe of one row never needs
+    padding (decided from the config, so no exported graph pads the 1/4 branch). Otherwise, under torch.export,
+    torch.compile with dynamic shapes and torch.jit.trace, the padding and the mask are *always* in the graph: for a
+    map that needs none they pad nothing and add zeros, the same numbers. A branch on ``pad > 0`` would tie the graph
+    to the example's size: torch.export added a guard, and a program exported at 256 x 320 refused 224 x 224, whose
+    1/16 map of 14 rows tiles into stripes of 7.
+    """
+    height, width = size
+    rows, cols = (height, width) if horizontal else (width, height)
+    count = (rows + window - 1) // window
+    pad = count * window - rows
+    padded = window > 1 and (not isinstance(pad, int) or pad > 0 or torch.jit.is_tracing())
+    return StripeLayout(batch, rows, cols, window, count, pad, padded, horizontal)
+
+
+def split_into_stripes(maps: torch.Tensor, layout: StripeLayout, heads: int) -> torch.Tensor:
+    """Maps ``[B, H, W, P, c]`` of P projections (q and v, or q, k and v) -> ``[P, B*stripes*heads, tokens, c/heads]``.
+
+    Horizontal stripes are ``window`` rows by the full width, tokens row after row; vertical stripes are ``window``
+    columns by the full height, tokens column after column: the horizontal stripes of the transposed map, as the
+    official code lays them out. One padding and one copy serve all P projections and every head.
+
+    The number of stripes never stands alone as a dimension, always merged with the batch (``B*stripes``): under
+    torch.export a dimension that may be 1 (one stripe: the 1/32 map of a 224-pixel input) makes the contiguity
+    checks of every tensor that holds it add a guard that it is not 1, which would refuse such inputs. For the same
+    reason ``[B, rows, ...]`` becomes ``[B*stripes, window, ...]`` by a merge then a split, never in one reshape.
+    """
+    batch, rows, cols, window, count, pad = layout[:6]
+    parts, chs = maps.shape[-2:]
+    if not layout.horizontal:
+        maps = maps.transpose(1, 2)  # [B, W, H, P, c]: vertical stripes are the horizontal stripes of the transpose
+    if layout.padded:
+        maps = F.pad(maps, (0, 0, 0, 0, 0, 0, 0, pad))  # zero rows at the bottom (columns at the right if vertical)
+    maps = maps.reshape(batch * count * window, cols, parts, chs)
+    # [B*stripes, window, cols, P, heads, dim] -> [P, B*stripes, heads, window, cols, dim]: one attention per row
+    maps = maps.view(batch * count, window, cols, parts, heads, chs // heads).permute(3, 0, 4, 1, 2, 5)
+    return maps.reshape(parts, batch * count * heads, layout.tokens, chs // heads)
+
+
+def merge_stripes(out: torch.Tensor, layout: StripeLayout, heads: int) -> torch.Tensor:
+    """The inverse of :func:`split_into_stripes` for one projection: ``[B*stripes*heads, tokens, dim]`` -> map
+    ``[B, H, W, heads*dim]``, the padded rows (columns) cropped.
+
+    The crop is an ``index_select`` of the real rows: a slice of the padded map would be a view whose contiguity
+    depends on whether there is padding, a question torch.export answers with a guard.
+    """
+    batch, rows, cols, window, count, pad = layout[:6]
+    dim = out.shape[-1]
+    # [B*stripes, heads, window, cols, dim] -> [B*stripes, window, cols, heads, dim] -> [B, stripes*window, cols, c]
+    out = out.view(batch * count, heads, window, cols, dim).permute(0, 2, 3, 1, 4)
+    out = out.reshape(batch * count * window, cols, heads * dim).view(batch, count * window, cols, heads * dim)
+    if layout.padded:
+        out = out.index_select(1, torch.arange(rows, device=out.device))
+    return out if layout.horizontal else out.transpose(1, 2)
+
+
+def padded_key_logits(layout: StripeLayout, heads: int, like: torch.Tensor) -> torch.Tensor:
+    """``[B*stripes*heads, 1, tokens]``: ``PAD_LOGIT`` for every key in a padded row, 0 for the others, in the layout
+    of the attention logits ``[B*stripes*heads, tokens, tokens]``.
+
+    Key j of stripe s sits at s * tokens + j in the padded map (row after row), so it is padding exactly when that
+    index reaches ``rows * cols``: only in the last stripe. Computed from two ``arange`` and no reshape, and added to
+    the logits without reshaping them: a view of the logits, whose sizes are squares of the stripe's, was the
+    costliest shape question torch.export asked here.
+    """
+    batch, rows, cols, _, count, _ = layout[:6]
+    image_stripe = torch.arange(batch * count * heads, device=like.device) // heads  # B*stripes*heads, heads inner
+    stripe = image_stripe - image_stripe // count * count  # "% count", which the ONNX exporter cannot take symbolic
+    key = torch.arange(layout.tokens, device=like.device)
+    padding = stripe.view(-1, 1, 1) * layout.tokens + key >= rows * cols
+    return padding.to(like.dtype) * PAD_LOGIT
+
+
+def attend_in_stripes(maps: torch.Tensor, window: int, head_dim: int, horizontal: bool = True) -> torch.Tensor:
+    """Self-attention inside stripes on maps ``[B, H, W, P, c]`` of P = 2 (q and the shared key-value) or P = 3
+    (q, k, v) projections of one channel half; the result is a map ``[B, H, W, c]`` (HRViTAttn).
+
+    softmax(q k^T / sqrt(d) + mask) v within every stripe and head, d = the head's width. When the rows (columns)
+    are not a multiple of ``window``, the map is zero-padded at the bottom (right), keys in padded rows get the logit
+    ``PAD_LOGIT``, and the padded outputs are cropped: the official behaviour, equal to letting the last stripe be
+    narrower. The official mask also covers the padded queries, whose outputs are cropped: masking the keys only
+    changes no real output.
+    """
+    batch, height, width, parts, chs = maps.shape
+    if parts not in (2, 3):
+        raise ValueError(f"expected 2 (q, shared k = v) or 3 (q, k, v) projections, got {parts}")
+    heads, dim = stripe_heads(chs, head_dim)
+    layout = stripe_layout(batch, (height, width), window, horizontal)
+    stripes = split_into_stripes(maps, layout, heads)
+    q, k, v = stripes[0], stripes[1], stripes[-1]  # P = 2: k is v
+    logits = torch.bmm(q * dim**-0.5, k.transpose(1, 2))
+    if layout.padded:
+        logits = logits + padded_key_logits(layout, heads, logits)
+    out = torch.bmm(logits.softmax(dim=-1), v)
+    return merge_stripes(out, layout, heads)
+
+
 def stripe_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: Size, window: int, head_dim: int,
     horizontal: bool = True,
 ) -> torch.Tensor:
-    """Self-attention inside stripes: each token attends to every token of its stripe (HRViTAttn).
+    """Self-attention inside stripes: each token attends to every token of its stripe (HRViTAttn), on tokens.
 
-    ``q, k, v``: tokens ``[B, H*W, c]`` of one channel half. Horizontal stripes are ``window`` rows by the full
-    width; vertical stripes are ``window`` columns by the full height (computed as horizontal stripes of the
-    transposed map). When the rows (columns) are not a multiple of ``window``, the map is zero-padded at the bottom
-    (right), padded positions get the logit ``PAD_LOGIT``, and the padded outputs are cropped: the official
-    behaviour, equal to letting the last stripe be narrower.
+    ``q, k, v``: tokens ``[B, H*W, c]`` of one channel half (``k`` may be the very tensor ``v``: the shared key).
+    Horizontal stripes are ``window`` rows by the full width; vertical stripes are ``window`` columns by the full
+    height. :func:`attend_in_stripes` does the work on the maps; :class:`CrossShapedAttention` calls it directly on
+    its projection, which needs no stacking.
     """
     batch, tokens, chs = q.shape
     height, width = size
     if tokens != height * width:
         raise ValueError(f"{tokens} tokens do not form a {height}x{width} map")
-    heads, dim = stripe_heads(chs, head_dim)
-
-    def to_map(t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(batch, height, width, chs)
-        return t if horizontal else t.transpose(1, 2)  # vertical stripes = horizontal stripes of the transpose
-
-    rows, cols = (height, width) if horizontal else (width, height)
-    n_stripes = (rows + window - 1) // window  # the last stripe may run past the map: pad it
-    pad = n_stripes * window - rows
-    # Under torch.export or torch.compile with dynamic shapes the sides, and so ``pad``, are symbolic: the padding and
-    # the mask are then always applied. For a map that needs none that pads nothing and adds a mask of zeros -- the
-    # same numbers, without a branch on the input size that an exported graph could not follow.
-    maybe_padded = not isinstance(pad, int) or pad > 0
-
-    def to_stripes(t: torch.Tensor) -> torch.Tensor:
-        t = to_map(t)
-        if maybe_padded:
-            t = F.pad(t, (0, 0, 0, 0, 0, pad))  # zero rows at the bottom (zero columns at the right if vertical)
-        # [B, stripes, window*cols, heads, dim] -> [B*stripes*heads, window*cols, dim]: one attention per row
-        t = t.reshape(batch, n_stripes, window * cols, heads, dim).transpose(2, 3)
-        return t.reshape(batch * n_stripes * heads, window * cols, dim)
-
-    shared = k is v
-    q, v = to_stripes(q), to_stripes(v)
-    k = v if shared else to_stripes(k)
-    # softmax(q k^T / sqrt(d) + mask) v within every stripe and head, d = the head's width
-    logits = torch.bmm(q * dim**-0.5, k.transpose(1, 2))
-    if maybe_padded:
-        # Keys in the padded rows (only the last stripe has any) get PAD_LOGIT. The official mask also covers the
-        # padded queries, whose outputs are cropped below; masking the keys changes no real output.
-        key_rows = torch.arange(n_stripes * window, device=logits.device).view(n_stripes, 1, 1, window, 1)
-        mask = (key_rows >= rows).to(logits.dtype) * PAD_LOGIT  # per padded row; the same for every column
-        mask = mask.expand(-1, -1, -1, -1, cols).reshape(n_stripes, 1, 1, -1)
-        logits = (logits.view(batch, n_stripes, heads, window * cols, -1) + mask).flatten(0, 2)
-    out = torch.bmm(logits.softmax(dim=-1), v)
-    out = out.view(batch, n_stripes, heads, window * cols, dim).transpose(2, 3)
-    out = out.reshape(batch, rows + pad, cols, chs)[:, :rows]
-    if not horizontal:
-        out = out.transpose(1, 2)
-    return out.reshape(batch, tokens, chs)
+    projections = (q, v) if k is v else (q, k, v)
+    maps = torch.stack(projections, dim=-2).view(batch, height, width, len(projections), chs)
+    return attend_in_stripes(maps, window, head_dim, horizontal).reshape(batch, tokens, chs)
 
 
 # FX symbolic tracing keeps the stripe attention as one call: how many heads and whether to pad are decided in
 # Python from the input's shape, which FX's symbolic shapes cannot answer.
 torch.fx.wrap("stripe_attention")
+torch.fx.wrap("attend_in_stripes")
 
 
 class CrossShapedAttention(nn.Module):
@@ -182,17 +269,15 @@ class CrossShapedAttention(nn.Module):
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
         batch, tokens, _ = x.shape
         height, width = size
-        q, k, v = self.project(x)
-        half = self.dim // 2
-        halves = []
-        # Channels [0, C/2): horizontal stripes; [C/2, C): vertical stripes.
-        for part, horizontal in ((slice(0, half), True), (slice(half, None), False)):
-            v_half = v[..., part]
-            k_half = v_half if k is v else k[..., part]  # the same tensor: stripe_attention pads it once
-            halves.append(stripe_attention(q[..., part], k_half, v_half, size, self.window, self.head_dim, horizontal))
-        out = torch.cat(halves, dim=-1)
-        if self.parallel_conv is not None:  # "embedded inverted residual" path on V
-            v_map = v.transpose(1, 2).reshape(batch, self.dim, height, width)
+        qkv = self.qkv(x)
+        # [B, H, W, projection (q, v or q, k, v), direction, C/2]: channels [0, C/2) of every projection attend in
+        # horizontal stripes, [C/2, C) in vertical ones. Each direction takes its maps of all projections at once.
+        maps = qkv.view(batch, height, width, -1, 2, self.dim // 2)
+        horizontal = attend_in_stripes(maps[..., 0, :], self.window, self.head_dim, horizontal=True)
+        vertical = attend_in_stripes(maps[..., 1, :], self.window, self.head_dim, horizontal=False)
+        out = torch.cat([horizontal, vertical], dim=-1).view(batch, tokens, self.dim)
+        if self.parallel_conv is not None:  # "embedded inverted residual" path on V: [B, H, W, 2, C/2] -> [B, C, H, W]
+            v_map = maps[:, :, :, -1].permute(0, 3, 4, 1, 2).reshape(batch, self.dim, height, width)
             out = out + self.parallel_conv(v_map).flatten(2).transpose(1, 2)
         out = self.proj_drop(self.proj(self.act(out)))
         if self.norm is not None:  # BatchNorm1d over all B*N tokens

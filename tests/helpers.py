@@ -20,9 +20,10 @@ def meta_model(name: str, **kwargs) -> nn.Module:
 
 def randomize_bn(module: nn.Module, generator: torch.Generator) -> None:
     """Give every BN non-trivial statistics and affine parameters, so no test passes because a BN is zero or the
-    identity (SEA's projections and TopFormer's residual branches start with BN weight 0)."""
+    identity (SEA's projections and TopFormer's residual branches start with BN weight 0, HRViT's attention ends with
+    a BatchNorm1d of weight 0)."""
     for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
             m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
