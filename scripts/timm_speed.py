@@ -11,11 +11,15 @@ median ratio, its quartiles and every round's ratio, and the median times. Befor
 (the same weights must give the same logits; the norms' weights and statistics are randomized first, so a norm
 applied wrongly would show), eager and compiled, so a fast wrong model cannot pass.
 
-Compiling is what costs time: one ``torch.compile`` of mobilevit_xxs at batch 1 took 379 s on the shared 2-core
-machine the committed file comes from (mostly gcc building inductor's C++ kernels). So every model is timed eager,
-but only one model of each family (``COMPILE_MODELS``) is timed compiled (at ``COMPILE_BATCHES``); other cells can
-be added with ``--compile-models``/``--compile-batches`` and ``--append`` (the committed file was made in three runs:
-eager, compiled at batch 1, compiled at batch 8; each run's command is in it). Each model is compiled once per
+Compiling is what costs time, mostly gcc building inductor's C++ kernels: one ``torch.compile`` of mobilevit_xxs at
+batch 1 took 379 s on the shared AMD EPYC 2-core machine of the first grid (kept in
+``book/data/timm_speed_amd_epyc_2026-12-02.json``; it timed only MobileViT-S and PoolFormer-S12 compiled), 80 s for
+ours and 25 s for timm's on the 2-core Intel Xeon of the committed file (timm's second: it finds many of the same
+kernels in inductor's on-disk cache, which was not emptied before the run), and the whole grid, every model eager
+and compiled (``COMPILE_MODELS``, ``COMPILE_BATCHES``), under half an hour there. A part of the grid can be timed
+with ``--models``, ``--compile-models``, ``--compile-batches`` and so on, and added to a file with ``--append`` (the
+committed file was made in four runs: compiled mobilevit_xxs at batch 1, as a measure of the cost, then eager, then
+the other compiled cells at batch 1, then batch 8; each run's command is in it). Each model is compiled once per
 batch size (``dynamic=False``: static shapes, ``torch._dynamo.reset()`` between batch sizes) and timed at every
 thread count. By default inductor bakes ``torch.get_num_threads()`` into its C++ kernels (``#pragma omp parallel
 num_threads(N)``); the script sets inductor's ``cpp.dynamic_threads`` instead (the kernels ask OpenMP for the thread
@@ -59,8 +63,8 @@ INPUT_SIDE = {"mobilevit": 256, "poolformer": 224}  # each family at the resolut
 BATCHES = (1, 8)
 THREADS = (1, 2)
 MODES = ("eager", "compile")
-# Compiled: one model per family (see the module docstring for why not all of them)
-COMPILE_MODELS = ("mobilevit_s", "poolformer_s12")
+# Compiled: every model at every batch size (the committed file's grid; see the module docstring for what it costs)
+COMPILE_MODELS = MODELS
 COMPILE_BATCHES = (1, 8)
 MIN_ROUNDS = 5  # fewer pairs give no quartiles worth the name; the committed file uses the default
 DEFAULT_ROUNDS = 15

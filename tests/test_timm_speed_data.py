@@ -111,7 +111,8 @@ def test_the_fingerprint_follows_the_code_not_its_docstrings(tmp_path, monkeypat
     (["--threads", "0"], "thread counts must be between 1"),
     (["--batches", "0"], "batch sizes must be positive"),
     (["--threads", "1", "1"], "lists a value twice"),
-    (["--modes", "compile", "--models", "mobilevit_xxs"], "nothing to time"),
+    (["--modes", "compile", "--models", "mobilevit_xxs", "--compile-models", "mobilevit_s"], "nothing to time"),
+    (["--modes", "compile", "--batches", "1", "--compile-batches", "8"], "nothing to time"),
     (["--append"], "--append needs --out"),
 ])
 def test_the_script_refuses_bad_arguments_with_a_clear_message(args, message, tmp_path, capsys):
