@@ -4,8 +4,8 @@ The path a mobile model takes out of PyTorch, in four steps, each a small functi
 
 1. :func:`export_onnx`: ``torch.onnx.export(..., dynamo=True)`` traces the model with ``torch.export`` and writes
    an ONNX graph (operators and weights, no Python). ``optimize=False`` skips the onnxscript optimizer (constant
-   folding, pattern rewrites): on HRViT that optimizer takes about eight minutes on this book's machine, without it
-   the export takes about thirty seconds, and ONNX Runtime applies its own graph optimizations at load time anyway.
+   folding, pattern rewrites): on HRViT-b1 that optimizer took about eight minutes on a 2-core AMD EPYC, and
+   still about five (dynamic sizes) on a faster Intel Xeon; without it the export takes under a minute, and ONNX Runtime applies its own graph optimizations at load time anyway.
 2. :func:`ort_session` / :class:`OnnxRuntimeModel`: an ONNX Runtime session with a fixed number of threads (the
    papers time one phone core, so the book times one thread), wrapped as a module that takes and returns torch
    tensors, so :func:`lessons.measure.compare_latency` can time it interleaved with the eager and compiled model.
