@@ -91,7 +91,12 @@ def image(batch: int, height: int, width: int, seed: int = 2) -> torch.Tensor:
 def close(actual: torch.Tensor, model: torch.nn.Module, x: torch.Tensor) -> None:
     """``actual`` (what a traced, exported or ONNX graph gave for ``x``) has the eager output's shape and is as close to
     the exact result as float32 allows: the exact result is the model run in float64, and ``actual`` may be off from it
-    by at most 4x (plus one float32 step of the output's scale) the error eager float32 itself makes on this input.
+    by at most 4x the error eager float32 itself makes on this input, plus eight float32 steps of the output's scale.
+
+    The eight steps are a floor for inputs on which eager happens to land close to the exact result: on one image
+    MetaFormer-PPFF-S12 (an MLP mixing all 3,136 tokens at 224) was off by 6.6e-8 in eager float32, less than one
+    step of its outputs (8.8e-8), and ONNX Runtime, summing in another order, by 5.0e-7, under six steps. A graph
+    that computed anything else is off by a large share of the outputs' scale.
 
     Two float32 computations in another order each stray from the exact result by rounding only; this model's own
     sensitivity to rounding (random weights, BatchNorms with random statistics) sets the scale, instead of a fixed
@@ -104,7 +109,7 @@ def close(actual: torch.Tensor, model: torch.nn.Module, x: torch.Tensor) -> None
     rounding = float((eager.double() - exact).abs().max())
     error = float((actual.double() - exact).abs().max())
     step = 2.0**-23 * float(exact.abs().max())
-    assert error <= 4 * rounding + step, f"off by {error:.3g} from float64; eager float32 is off by {rounding:.3g}"
+    assert error <= 4 * rounding + 8 * step, f"off by {error:.3g} from float64; eager float32 is off by {rounding:.3g}"
 
 
 # Two sizes every segmenter accepts (multiples of 32 for HRViT, at least SeaFormer's total stride 64), non-square and
