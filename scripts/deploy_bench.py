@@ -162,6 +162,21 @@ def latency_row(timed: dict, reference: str) -> dict:
     return out
 
 
+def quantized_graphs(float_path: Path, stem: Path, calibration: list[torch.Tensor],
+                     weight_bits: int) -> dict[str, Path]:
+    """The float graph and its three int8 versions, by backend name: dynamic int8 of the linear layers, static int8
+    of the convolutions (calibrated on ``calibration``), and both; written next to ``stem`` (``stem.dyn.onnx`` ...)."""
+    static = deploy.quantize_conv_static(float_path, stem.with_name(f"{stem.name}.static.onnx"), calibration,
+                                         weight_bits)
+    return {
+        "onnxruntime": float_path,
+        "int8_dynamic": deploy.quantize_linear_dynamic(float_path, stem.with_name(f"{stem.name}.dyn.onnx"),
+                                                       weight_bits),
+        "int8_static": static,
+        "int8_both": deploy.quantize_linear_dynamic(static, stem.with_name(f"{stem.name}.both.onnx"), weight_bits),
+    }
+
+
 def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compile_: bool,
                     weight_bits: int = 7) -> dict:
     experiment, variant = MINIATURES[family]
@@ -176,14 +191,7 @@ def bench_miniature(family: str, work: Path, rounds: int, per_round: int, compil
     float_path = deploy.export_onnx(model, example, work / f"{family}.onnx", optimize=family not in NO_ONNX_OPTIMIZER)
     export_s = time.perf_counter() - began
     calibration = [_normalise(train_set.batch([i])[0], train_set) for i in range(CALIBRATION_IMAGES)]
-    paths = {
-        "onnxruntime": float_path,
-        "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{family}.dyn.onnx", weight_bits),
-        "int8_static": deploy.quantize_conv_static(float_path, work / f"{family}.static.onnx", calibration,
-                                                   weight_bits),
-    }
-    paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{family}.both.onnx",
-                                                        weight_bits)
+    paths = quantized_graphs(float_path, work / family, calibration, weight_bits)
     runners: dict[str, nn.Module] = {"eager": model}
     if compile_:
         compiled = torch.compile(model)
@@ -274,14 +282,7 @@ def bench_int8_full_size(work: Path, rounds: int, weight_bits: int) -> dict:
         kwargs = {"upsample": "interpolate"} if name.startswith("pp_mobileseg") else {}
         model = Logits(lessons.create_model(name, num_classes=PAPER_CLASSES, **kwargs)).eval()
         float_path = deploy.export_onnx(model, example, work / f"{name}.logits.onnx")
-        paths = {
-            "onnxruntime": float_path,
-            "int8_dynamic": deploy.quantize_linear_dynamic(float_path, work / f"{name}.dyn.onnx", weight_bits),
-            "int8_static": deploy.quantize_conv_static(float_path, work / f"{name}.static.onnx", calibration,
-                                                       weight_bits),
-        }
-        paths["int8_both"] = deploy.quantize_linear_dynamic(paths["int8_static"], work / f"{name}.both.onnx",
-                                                            weight_bits)
+        paths = quantized_graphs(float_path, work / name, calibration, weight_bits)
         runners = {g: deploy.OnnxRuntimeModel(path) for g, path in paths.items()}
         with torch.no_grad():
             reference = runners["onnxruntime"](example)
